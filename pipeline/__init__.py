@@ -1,0 +1,1 @@
+"""Assembly of the TSC orchestrator pipeline: options, graph, operation handlers, logging."""

@@ -1,0 +1,145 @@
+"""Graph assembly: the core orchestrator graph, and the pipeline around it for each mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import NamedTuple
+
+import apache_beam as beam
+
+from pipeline import handlers
+from pipeline.options import OrchestratorOptions
+from transforms.batching import BatchMessagesByTsc
+from transforms.cronjob_builder import RenderCronJobs
+from transforms.impala_module import ArchiveMessages, UpsertTscConfigurations
+from transforms.local_io import ReadMessageFile, WriteRecordsJsonl
+from transforms.parser import ParseMessages
+from transforms.tsc_config_client import EnrichWithTscConfig, check_base_url, check_path_template
+from transforms.warehouse import check_warehouse_url
+
+
+class ConfigurationError(ValueError):
+    """The pipeline's options are unusable; the message says what to fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class OrchestratorSettings:
+    """Plain, validated values the stages are built from."""
+
+    tsc_config_url: str
+    warehouse: str
+    job_image: str
+    job_namespace: str = 'default'
+    tsc_config_path: str = '/customers/{customerId}/tscs/{tscId}/configuration'
+    tsc_config_attempts: int = 3
+    tsc_config_backoff_seconds: float = 1.0
+    tsc_config_timeout_seconds: float = 10.0
+    tsc_config_max_retry_after_seconds: float = 30.0
+    tsc_config_concurrency: int = 16
+    tsc_config_token: str | None = dataclasses.field(default=None, repr=False)
+    max_message_bytes: int = 1024 * 1024
+    batch_size: int = 500
+    num_shards: int = 8
+    max_batch_delay_seconds: float | None = None
+
+    def __post_init__(self):
+        try:
+            check_base_url(self.tsc_config_url or '')
+            check_path_template(self.tsc_config_path)
+            check_warehouse_url(self.warehouse)
+        except ValueError as e:
+            raise ConfigurationError(str(e)) from e
+        if not self.job_image:
+            raise ConfigurationError('--job_image (or JOB_IMAGE) is required: the image of '
+                                     'CronJobs whose configuration names none')
+
+    @classmethod
+    def from_options(cls, options: OrchestratorOptions, *,
+                     streaming: bool) -> OrchestratorSettings:
+        if not options.tsc_config_url:
+            raise ConfigurationError('--tsc_config_url (or TSC_CONFIG_URL) is required')
+        return cls(
+            tsc_config_url=options.tsc_config_url,
+            tsc_config_path=options.tsc_config_path,
+            tsc_config_attempts=options.tsc_config_attempts,
+            tsc_config_backoff_seconds=options.tsc_config_backoff_seconds,
+            tsc_config_timeout_seconds=options.tsc_config_timeout_seconds,
+            tsc_config_max_retry_after_seconds=options.tsc_config_max_retry_after_seconds,
+            tsc_config_concurrency=options.tsc_config_concurrency,
+            tsc_config_token=_read_token(options.tsc_config_token_file),
+            warehouse=options.warehouse,
+            job_image=options.job_image,
+            job_namespace=options.job_namespace,
+            max_message_bytes=options.max_message_bytes,
+            batch_size=options.batch_size,
+            num_shards=options.num_shards,
+            max_batch_delay_seconds=options.max_batch_delay_seconds if streaming else None,
+        )
+
+
+def _read_token(path: str | None) -> str | None:
+    if path:
+        try:
+            with open(path, encoding='utf-8') as handle:
+                return handle.read().strip() or None
+        except OSError as e:
+            raise ConfigurationError(f'cannot read --tsc_config_token_file: {e.strerror}') from e
+    return os.environ.get('TSC_CONFIG_TOKEN') or None
+
+
+class OrchestratorOutputs(NamedTuple):
+    """The core graph's outputs: Kafka-shaped job records and dead letters, archived rows."""
+
+    jobs: beam.PCollection
+    dead_letters: beam.PCollection
+    processed: beam.PCollection
+
+
+def build_orchestrator(records: beam.PCollection,
+                       settings: OrchestratorSettings) -> OrchestratorOutputs:
+    """Applies every stage to a PCollection of ``SourceRecord``; IO stays with the caller."""
+    parsed = records | 'ParseMessages' >> ParseMessages(
+        handlers.operations(), max_message_bytes=settings.max_message_bytes)
+    batches = parsed['messages'] | 'BatchMessagesByTsc' >> BatchMessagesByTsc(
+        settings.batch_size, settings.num_shards, settings.max_batch_delay_seconds)
+    enriched = batches | 'EnrichWithTscConfig' >> EnrichWithTscConfig(
+        settings.tsc_config_url,
+        path_template=settings.tsc_config_path,
+        config_operations=handlers.config_operations(),
+        attempts=settings.tsc_config_attempts,
+        backoff_seconds=settings.tsc_config_backoff_seconds,
+        timeout_seconds=settings.tsc_config_timeout_seconds,
+        max_retry_after_seconds=settings.tsc_config_max_retry_after_seconds,
+        concurrency=settings.tsc_config_concurrency,
+        token=settings.tsc_config_token)
+    upserted = enriched['batches'] | 'UpsertTscConfigurations' >> UpsertTscConfigurations(
+        settings.warehouse, delete_operations=handlers.delete_operations())
+    rendered = upserted['batches'] | 'RenderCronJobs' >> RenderCronJobs(
+        job_actions=handlers.job_actions(), default_namespace=settings.job_namespace,
+        default_image=settings.job_image)
+    archived = rendered['batches'] | 'ArchiveMessages' >> ArchiveMessages(settings.warehouse)
+    dead_letters = (
+        parsed['dead_letters'], enriched['dead_letters'], upserted['dead_letters'],
+        rendered['dead_letters'], archived['dead_letters']
+    ) | 'CollectDeadLetters' >> beam.Flatten()
+    return OrchestratorOutputs(jobs=rendered['jobs'], dead_letters=dead_letters,
+                               processed=archived['rows'])
+
+
+def build_local_pipeline(pipeline: beam.Pipeline, options: OrchestratorOptions,
+                         settings: OrchestratorSettings) -> OrchestratorOutputs:
+    """Local mode: a message file in, JSON Lines files out, the warehouse from ``--warehouse``."""
+    if not options.input:
+        raise ConfigurationError('local mode needs --input PATH')
+    if not os.path.isfile(options.input):
+        raise ConfigurationError(f'--input {options.input!r} is not a readable file')
+    if len({os.path.abspath(p) for p in (options.input, options.jobs_out,
+                                         options.dead_letter_out)}) != 3:
+        raise ConfigurationError('--input, --jobs_out and --dead_letter_out must be three '
+                                 'different files')
+    records = pipeline | 'ReadMessageFile' >> ReadMessageFile(options.input)
+    outputs = build_orchestrator(records, settings)
+    _ = outputs.jobs | 'WriteJobs' >> WriteRecordsJsonl(options.jobs_out)
+    _ = outputs.dead_letters | 'WriteDeadLetters' >> WriteRecordsJsonl(options.dead_letter_out)
+    return outputs

@@ -1,0 +1,86 @@
+"""Local IO at the pipeline's edges: a message file as source records, JSON Lines record sinks."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import apache_beam as beam
+
+from transforms.records import KafkaRecord, SourceRecord
+
+
+def read_message_lines(path: str) -> Iterator[SourceRecord]:
+    """Yields one source record per line, undecoded: topic is the path, offset the line number."""
+    with open(path, 'rb') as handle:
+        for number, line in enumerate(handle):
+            if line.endswith(b'\n'):
+                line = line[:-1]
+                if line.endswith(b'\r'):
+                    line = line[:-1]
+            yield SourceRecord(value=line, key=None, topic=path, partition=0, offset=number)
+
+
+class ReadMessageFile(beam.PTransform):
+    """Reads a file of one message per line as ``SourceRecord`` objects, spread over workers."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, pipeline):
+        return (pipeline
+                | 'Path' >> beam.Create([self._path])
+                | 'ReadLines' >> beam.FlatMap(read_message_lines)
+                | 'Spread' >> beam.Reshuffle())
+
+
+def _text_field(name: str, data: bytes | None) -> dict[str, Any]:
+    if data is None:
+        return {name: None}
+    try:
+        return {name: data.decode('utf-8')}
+    except UnicodeDecodeError:
+        return {f'{name}Base64': base64.b64encode(data).decode('ascii')}
+
+
+def record_to_json(record: KafkaRecord) -> str:
+    """One JSON Lines object mirroring the Kafka record.
+
+    ``{"key": str|null, "value": str, "headers": {str: str}}``; ``valueBase64`` (or
+    ``keyBase64``) replaces the field when the bytes are not UTF-8.
+    """
+    document: dict[str, Any] = {}
+    document.update(_text_field('key', record.key))
+    document.update(_text_field('value', record.value))
+    document['headers'] = {name: value.decode('utf-8', 'backslashreplace')
+                           for name, value in record.headers}
+    return json.dumps(document, ensure_ascii=False, sort_keys=False)
+
+
+def record_from_json(line: str) -> KafkaRecord:
+    """Inverse of ``record_to_json``."""
+    document = json.loads(line)
+    key = document.get('key')
+    key = key.encode('utf-8') if key is not None else (
+        base64.b64decode(document['keyBase64']) if 'keyBase64' in document else None)
+    value = (document['value'].encode('utf-8') if 'value' in document
+             else base64.b64decode(document['valueBase64']))
+    headers = tuple((name, text.encode('utf-8')) for name, text in document['headers'].items())
+    return KafkaRecord(key=key, value=value, headers=headers)
+
+
+class WriteRecordsJsonl(beam.PTransform):
+    """Writes ``KafkaRecord`` objects to exactly ``path``, one JSON object per line."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+
+    def expand(self, records):
+        return (records
+                | 'ToJson' >> beam.Map(record_to_json)
+                | 'WriteLines' >> beam.io.WriteToText(
+                    self._path, shard_name_template='', num_shards=1))
