@@ -16,6 +16,7 @@ from transforms.impala_module import ArchiveMessages, UpsertTscConfigurations
 from transforms.local_io import ReadMessageFile, WriteRecordsJsonl
 from transforms.parser import ParseMessages
 from transforms.tsc_config_client import EnrichWithTscConfig, check_base_url, check_path_template
+from transforms.impala_writer import load_impala_clusters
 from transforms.warehouse import check_warehouse_url
 
 
@@ -42,14 +43,25 @@ class OrchestratorSettings:
     batch_size: int = 500
     num_shards: int = 8
     max_batch_delay_seconds: float | None = None
+    impala_clusters: str | None = None
+    impala_max_rows_per_statement: int = 1000
+    impala_max_statement_bytes: int = 4 * 1024 * 1024
 
     def __post_init__(self):
         try:
             check_base_url(self.tsc_config_url or '')
             check_path_template(self.tsc_config_path)
-            check_warehouse_url(self.warehouse)
+            if self.impala_clusters:
+                load_impala_clusters(self.impala_clusters)
+            else:
+                check_warehouse_url(self.warehouse)
         except ValueError as e:
             raise ConfigurationError(str(e)) from e
+        if not 1 <= self.impala_max_rows_per_statement <= 100_000:
+            raise ConfigurationError('--impala_max_rows_per_statement must be 1..100000')
+        if not 1024 <= self.impala_max_statement_bytes <= 16 * 1024 * 1024:
+            raise ConfigurationError('--impala_max_statement_bytes must be 1 KiB..16 MiB '
+                                     '(Impala\'s MAX_STATEMENT_LENGTH_BYTES)')
         if not self.job_image:
             raise ConfigurationError('--job_image (or JOB_IMAGE) is required: the image of '
                                      'CronJobs whose configuration names none')
@@ -75,7 +87,21 @@ class OrchestratorSettings:
             batch_size=options.batch_size,
             num_shards=options.num_shards,
             max_batch_delay_seconds=options.max_batch_delay_seconds if streaming else None,
+            impala_clusters=options.impala_clusters,
+            impala_max_rows_per_statement=options.impala_max_rows_per_statement,
+            impala_max_statement_bytes=options.impala_max_statement_bytes,
         )
+
+    @property
+    def writer_settings(self) -> dict:
+        """Keyword arguments of ``open_warehouse`` beyond the URL."""
+        settings: dict = {}
+        if self.impala_clusters:
+            settings['impala_clusters'] = self.impala_clusters
+        if self.impala_clusters or self.warehouse.startswith('impala:'):
+            settings['max_rows_per_statement'] = self.impala_max_rows_per_statement
+            settings['max_statement_bytes'] = self.impala_max_statement_bytes
+        return settings
 
 
 def _read_token(path: str | None) -> str | None:
@@ -114,11 +140,13 @@ def build_orchestrator(records: beam.PCollection,
         concurrency=settings.tsc_config_concurrency,
         token=settings.tsc_config_token)
     upserted = enriched['batches'] | 'UpsertTscConfigurations' >> UpsertTscConfigurations(
-        settings.warehouse, delete_operations=handlers.delete_operations())
+        settings.warehouse, delete_operations=handlers.delete_operations(),
+        writer_settings=settings.writer_settings)
     rendered = upserted['batches'] | 'RenderCronJobs' >> RenderCronJobs(
         job_actions=handlers.job_actions(), default_namespace=settings.job_namespace,
         default_image=settings.job_image)
-    archived = rendered['batches'] | 'ArchiveMessages' >> ArchiveMessages(settings.warehouse)
+    archived = rendered['batches'] | 'ArchiveMessages' >> ArchiveMessages(
+        settings.warehouse, writer_settings=settings.writer_settings)
     dead_letters = (
         parsed['dead_letters'], enriched['dead_letters'], upserted['dead_letters'],
         rendered['dead_letters'], archived['dead_letters']

@@ -45,8 +45,9 @@ def summary(totals: dict[str, int]) -> str:
     ])
 
 
-def create_tables(warehouse: str) -> None:
-    writer = open_warehouse(warehouse)
+def create_tables(warehouse: str, impala_clusters: str | None = None) -> None:
+    """Creates both tables where ``--warehouse`` (or every cluster of the file) points."""
+    writer = open_warehouse(warehouse, impala_clusters=impala_clusters)
     try:
         writer.create_tables()
     finally:
@@ -59,7 +60,7 @@ def run(options: PipelineOptions) -> int:
     orchestrator = options.view_as(OrchestratorOptions)
     try:
         if orchestrator.create_tables:
-            create_tables(orchestrator.warehouse)
+            create_tables(orchestrator.warehouse, orchestrator.impala_clusters)
             return 0
         if not orchestrator.input:
             raise ConfigurationError(

@@ -48,6 +48,14 @@ class OrchestratorOptions(PipelineOptions):
         add('--warehouse', default=_env('WAREHOUSE_URL', 'sqlite:///orchestrator.db'),
             help='sqlite:///PATH (embedded default) or impala://[user@]host:port/db?auth=… '
                  '[WAREHOUSE_URL]. Impala secrets: IMPALA_PASSWORD(_FILE), IMPALA_JWT_FILE.')
+        add('--impala_clusters', default=_env('IMPALA_CLUSTERS', None),
+            help='YAML file declaring several Impala clusters (name -> URL and where its '
+                 'secrets are, plus a default) [IMPALA_CLUSTERS]. A configuration\'s '
+                 'impalaCluster picks one; it replaces --warehouse.')
+        add('--impala_max_rows_per_statement', type=int, default=1000,
+            help='Rows per multi-row Impala statement (default 1000).')
+        add('--impala_max_statement_bytes', type=int, default=4 * 1024 * 1024,
+            help='Bytes per Impala statement; Impala refuses more than 16 MiB (default 4 MiB).')
         add('--create_tables', action='store_true', default=False,
             help='Create the warehouse tables if missing, then exit.')
         # Jobs.

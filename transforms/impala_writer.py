@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import urllib.parse
@@ -157,11 +158,12 @@ class ImpalaWriter(WarehouseWriter):
     can split the batch and isolate the bad rows.
     """
 
-    def __init__(self, settings: ImpalaSettings, *, attempts: int = 4,
-                 backoff_seconds: float = 0.5,
+    def __init__(self, settings: ImpalaSettings, *, secrets: ImpalaCluster | None = None,
+                 attempts: int = 4, backoff_seconds: float = 0.5,
                  max_rows_per_statement: int = DEFAULT_MAX_ROWS_PER_STATEMENT,
                  max_statement_bytes: int = DEFAULT_MAX_STATEMENT_BYTES):
         self._settings = settings
+        self._secrets = secrets
         self._attempts = attempts
         self._backoff_seconds = backoff_seconds
         self._max_rows = max_rows_per_statement
@@ -185,11 +187,22 @@ class ImpalaWriter(WarehouseWriter):
             use_ssl=s.ssl, ca_cert=s.ca_cert, verify_cert=bool(s.ssl and s.ca_cert),
             auth_mechanism=s.auth, user=s.user, use_http_transport=s.http, http_path=s.http_path)
         if s.auth in ('PLAIN', 'LDAP'):
-            kwargs['password'] = _read_secret('IMPALA_PASSWORD', 'IMPALA_PASSWORD_FILE')
+            kwargs['password'] = self._secret('password', 'IMPALA_PASSWORD', 'IMPALA_PASSWORD_FILE')
         if s.auth == 'JWT':
-            kwargs['jwt'] = _read_secret('IMPALA_JWT', 'IMPALA_JWT_FILE')
+            kwargs['jwt'] = self._secret('jwt', 'IMPALA_JWT', 'IMPALA_JWT_FILE')
         _LOGGER.info('connecting to %s', s.redacted())
         return dbapi.connect(**kwargs)
+
+    def _secret(self, kind: str, variable: str, file_variable: str) -> str | None:
+        cluster = self._secrets
+        if cluster is not None:
+            if kind == 'password' and cluster.password_env and os.environ.get(cluster.password_env):
+                return os.environ[cluster.password_env]
+            path = cluster.password_file if kind == 'password' else cluster.jwt_file
+            if path:
+                with open(path, encoding='utf-8') as handle:
+                    return handle.read().strip()
+        return _read_secret(variable, file_variable)
 
     def close(self) -> None:
         if self._connection is not None:
@@ -285,3 +298,128 @@ class ImpalaWriter(WarehouseWriter):
         for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=self._max_rows,
                                 max_bytes=self._max_bytes):
             self.execute(prefix + ' OR '.join(chunk))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImpalaCluster:
+    """One cluster of the deployment file: its URL and where its secrets are."""
+
+    name: str
+    url: str
+    password_env: str | None = None
+    password_file: str | None = None
+    jwt_file: str | None = None
+
+
+def load_impala_clusters(path: str) -> tuple[str, dict[str, ImpalaCluster]]:
+    """Reads ``--impala_clusters``: the default cluster's name and every cluster by name.
+
+    The file names secrets (an environment variable or a file per cluster), never holds them::
+
+        default: main
+        clusters:
+          main: impala://etl@impala-a:21050/tsc?auth=LDAP&ssl=true&ca_cert=/etc/ssl/ca.pem
+          eu:
+            url: impala://etl@impala-eu:21050/tsc?auth=LDAP
+            password_file: /var/run/secrets/impala-eu/password
+
+    Raises:
+        ValueError: saying what is wrong with the file.
+    """
+    import yaml
+
+    try:
+        with open(path, encoding='utf-8') as handle:
+            document = yaml.safe_load(handle)
+    except OSError as e:
+        raise ValueError(f'cannot read --impala_clusters {path!r}: {e.strerror}') from e
+    except yaml.YAMLError as e:
+        raise ValueError(f'--impala_clusters {path!r} is not valid YAML: {e}') from e
+    if not isinstance(document, dict) or not isinstance(document.get('clusters'), dict) \
+            or not document['clusters']:
+        raise ValueError(f'--impala_clusters {path!r} needs a non-empty "clusters" mapping')
+    clusters = {}
+    for name, entry in document['clusters'].items():
+        if isinstance(entry, str):
+            entry = {'url': entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get('url'), str):
+            raise ValueError(f'--impala_clusters: cluster {name!r} needs a url')
+        unknown = set(entry) - {'url', 'password_env', 'password_file', 'jwt_file'}
+        if unknown:
+            raise ValueError(f'--impala_clusters: cluster {name!r} has unknown keys '
+                             f'{sorted(unknown)} (secrets go in password_env/password_file)')
+        parse_impala_url(entry['url'])
+        clusters[str(name)] = ImpalaCluster(name=str(name), **entry)
+    default = document.get('default', next(iter(clusters)) if len(clusters) == 1 else None)
+    if default not in clusters:
+        raise ValueError(f'--impala_clusters: "default" must name one of {sorted(clusters)}')
+    return default, clusters
+
+
+class UnknownClusterError(RejectedRowsError):
+    """A configuration names an Impala cluster the deployment file does not declare."""
+
+
+class RoutedWarehouse(WarehouseWriter):
+    """Routes ``tsc_configurations`` rows to the cluster their configuration's
+    ``impalaCluster`` names (the default cluster when it names none).
+
+    Connections open on first use, one per cluster. Deletes go to every cluster, since a
+    delete request carries no configuration; they are conditional, so that is harmless.
+    ``processed_data`` is the archive of the whole stream and lives in the default cluster.
+    """
+
+    def __init__(self, default: str, clusters: Mapping[str, ImpalaCluster], **writer_settings):
+        self._default = default
+        self._clusters = dict(clusters)
+        self._writer_settings = writer_settings
+        self._writers: dict[str, ImpalaWriter] = {}
+
+    @property
+    def statements_executed(self) -> int:
+        return sum(writer.statements_executed for writer in self._writers.values())
+
+    def _writer(self, name: str | None) -> ImpalaWriter:
+        name = name or self._default
+        if name not in self._clusters:
+            raise UnknownClusterError(f'unknown impala cluster {name!r}; declared: '
+                                      f'{sorted(self._clusters)}')
+        if name not in self._writers:
+            cluster = self._clusters[name]
+            self._writers[name] = ImpalaWriter(
+                parse_impala_url(cluster.url), secrets=cluster, **self._writer_settings)
+        return self._writers[name]
+
+    def _route(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+        routed: dict[str, list[Mapping[str, Any]]] = {}
+        for row in rows:
+            name = json.loads(row['config']).get('impalaCluster') or self._default
+            self._writer(name)
+            routed.setdefault(name, []).append(row)
+        return routed
+
+    def create_tables(self) -> None:
+        for name in self._clusters:
+            self._writer(name).create_tables()
+
+    def read_tsc_states(self, keys):
+        states = {}
+        for name in self._clusters:
+            states.update(self._writer(name).read_tsc_states(keys))
+        return states
+
+    def upsert_tsc_configurations(self, rows):
+        for name, group in self._route(rows).items():
+            self._writers[name].upsert_tsc_configurations(group)
+
+    def delete_tsc_configurations(self, rows):
+        for name in self._clusters:
+            self._writer(name).delete_tsc_configurations(rows)
+
+    def upsert_processed_data(self, rows):
+        self._writer(self._default).upsert_processed_data(rows)
+
+    def close(self) -> None:
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()

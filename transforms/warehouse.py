@@ -283,8 +283,16 @@ def sqlite_path(url: str) -> str:
     return url[len(prefix):] if url.startswith(prefix) else ''
 
 
-def open_warehouse(url: str, **settings: Any) -> WarehouseWriter:
-    """Opens the writer ``--warehouse`` names: ``sqlite:///PATH`` or ``impala://…``."""
+def open_warehouse(url: str, *, impala_clusters: str | None = None,
+                   **settings: Any) -> WarehouseWriter:
+    """Opens the writer ``--warehouse`` names: ``sqlite:///PATH`` or ``impala://…``.
+
+    With ``impala_clusters`` (the ``--impala_clusters`` file) the writer routes each
+    configuration to the cluster it names.
+    """
+    if impala_clusters:
+        from transforms.impala_writer import RoutedWarehouse, load_impala_clusters
+        return RoutedWarehouse(*load_impala_clusters(impala_clusters), **settings)
     if url.startswith('sqlite:'):
         writer = SqliteWriter(sqlite_path(url))
         writer.create_tables()

@@ -1,0 +1,1 @@
+"""Test and benchmark helpers: loopback stand-ins for external services."""
