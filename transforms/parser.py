@@ -72,6 +72,13 @@ def parse_message(
                 f'field {name!r} must be a string, got a JSON {_json_type(field)}')
         if not field.strip():
             raise InvalidMessageError(f'field {name!r} must not be empty')
+        try:
+            field.encode('utf-8')
+        except UnicodeEncodeError as e:
+            # A JSON escape like "\ud800" decodes to a lone surrogate, which no later
+            # stage (URL, SQL, headers) can encode.
+            raise InvalidMessageError(
+                f'field {name!r} is not valid Unicode: lone surrogate at index {e.start}') from e
         fields[name] = field
     operation = fields['operation'].strip().lower()
     if operation not in operations:

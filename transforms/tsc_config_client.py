@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import email.utils
+import json
 import logging
 import re
 import time
@@ -121,6 +122,12 @@ def validate_config(config: Any, customer_id: str, tsc_id: str) -> dict[str, Any
         raise InvalidTscConfigError(
             f'configuration must be a JSON object, got {type(config).__name__}')
     filtered = {name: config[name] for name in RELEVANT_FIELDS if name in config}
+    try:
+        json.dumps(filtered, ensure_ascii=False).encode('utf-8')
+    except UnicodeEncodeError as e:
+        # A JSON escape like "\ud800" decodes to a lone surrogate, which SQL and YAML refuse.
+        raise InvalidTscConfigError('configuration is not valid Unicode: it has a lone '
+                                    'surrogate') from e
     for name, expected in (('customerId', customer_id), ('tscId', tsc_id)):
         if name not in filtered:
             raise InvalidTscConfigError(f'configuration lacks required field {name!r}')
@@ -151,7 +158,7 @@ def validate_config(config: Any, customer_id: str, tsc_id: str) -> dict[str, Any
             raise InvalidTscConfigError(f'configuration timezone {timezone!r} is not a known '
                                         'IANA time zone') from e
     namespace = filtered.get('namespace')
-    if namespace is not None and not _DNS_LABEL.match(namespace):
+    if namespace is not None and not _DNS_LABEL.fullmatch(namespace):
         raise InvalidTscConfigError(
             f'configuration namespace {namespace!r} is not a DNS-1123 label')
     return filtered
@@ -239,8 +246,13 @@ class TscConfigClient:
 
     def _get_once(self, url: str) -> dict[str, Any]:
         self.requests_sent += 1
+        # requests re-quotes URLs and decodes %2E back to '.', which turns an id of '.' or
+        # '..' into a dot segment that servers resolve; send the URL as build_url encoded it.
         try:
-            response = self._session.get(url, timeout=self._timeout)
+            request = self._session.prepare_request(requests.Request('GET', url))
+            request.url = url
+            settings = self._session.merge_environment_settings(url, {}, None, None, None)
+            response = self._session.send(request, timeout=self._timeout, **settings)
         except requests.Timeout as e:
             raise TscConfigUnavailableError(
                 f'configuration service timed out after {self._timeout}s') from e

@@ -20,7 +20,7 @@ _IDENTIFIER = re.compile(r'^[A-Za-z_][A-Za-z0-9_]{0,127}$')
 
 def check_identifier(name: str) -> str:
     """Returns ``name`` if it is a plain SQL identifier, else raises ValueError."""
-    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
         raise ValueError(f'{name!r} is not a valid table or database name '
                          '(letters, digits and _; not starting with a digit)')
     return name
