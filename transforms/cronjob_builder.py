@@ -14,7 +14,7 @@ import yaml
 from apache_beam.metrics import Metrics
 from croniter import croniter
 
-from transforms.dead_letters import dead_letter
+from transforms.dead_letters import dead_letter, with_safety_net
 from transforms.records import KafkaRecord, Message
 
 _LOGGER = logging.getLogger(__name__)
@@ -769,6 +769,5 @@ class RenderCronJobs(beam.PTransform):
         self._default_image = default_image
 
     def expand(self, batches):
-        return batches | 'RenderBatch' >> beam.ParDo(_RenderBatchFn(
-            self._job_actions, self._default_namespace, self._default_image)).with_outputs(
-                self.JOBS, self.DEAD_LETTERS, main='batches')
+        return with_safety_net(batches, 'RenderBatch', 'render', 'batches', _RenderBatchFn(
+            self._job_actions, self._default_namespace, self._default_image), self.JOBS)

@@ -101,3 +101,27 @@ def unexpected_failure_dead_letters(stage: str):
                                f'unexpected error: {error_repr}')
 
     return to_dead_letters
+
+
+def with_safety_net(batches, label: str, stage: str, main: str, fn, *extra_tags: str) -> dict:
+    """Applies ``fn`` so that an unexpected exception dead-letters its batch instead of
+    crashing the job.
+
+    ``fn`` yields its main output and ``dead_letters`` (plus ``extra_tags``); an
+    exception it did not route itself sends every message of the failed batch to the
+    dead letters at ``stage``, and none of that batch's outputs are emitted.
+
+    Returns:
+        The outputs by tag: ``main``, ``dead_letters`` and each of ``extra_tags``.
+    """
+    import apache_beam as beam
+
+    result = batches | label >> beam.ParDo(fn).with_exception_handling(
+        main_tag=main, dead_letter_tag='failed', exc_class=Exception)
+    unexpected = result['failed'] | f'{label}FailuresToDeadLetters' >> beam.FlatMap(
+        unexpected_failure_dead_letters(stage))
+    outputs = {main: result[main], 'dead_letters': (
+        result['dead_letters'], unexpected) | f'{label}DeadLetters' >> beam.Flatten()}
+    for tag in extra_tags:
+        outputs[tag] = result[tag]
+    return outputs

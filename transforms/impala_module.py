@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
-from transforms.dead_letters import dead_letter
+from transforms.dead_letters import dead_letter, with_safety_net
 from transforms.records import Message, format_timestamp, utc_now
 from transforms.warehouse import (
     RejectedRowsError,
@@ -247,9 +247,8 @@ class UpsertTscConfigurations(beam.PTransform):
         self._writer_settings = dict(writer_settings or {})
 
     def expand(self, batches):
-        return batches | 'UpsertBatch' >> beam.ParDo(_UpsertBatchFn(
-            self._warehouse_url, self._writer_settings, self._delete_operations)).with_outputs(
-                'dead_letters', main='batches')
+        return with_safety_net(batches, 'UpsertBatch', 'upsert', 'batches', _UpsertBatchFn(
+            self._warehouse_url, self._writer_settings, self._delete_operations))
 
 
 class ArchiveMessages(beam.PTransform):
@@ -269,6 +268,5 @@ class ArchiveMessages(beam.PTransform):
         self._writer_settings = dict(writer_settings or {})
 
     def expand(self, batches):
-        return batches | 'ArchiveBatch' >> beam.ParDo(_ArchiveBatchFn(
-            self._warehouse_url, self._writer_settings)).with_outputs(
-                'dead_letters', main='rows')
+        return with_safety_net(batches, 'ArchiveBatch', 'archive', 'rows', _ArchiveBatchFn(
+            self._warehouse_url, self._writer_settings))

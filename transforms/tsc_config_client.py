@@ -19,7 +19,7 @@ import tenacity
 from apache_beam.metrics import Metrics
 
 from transforms.cronjob_builder import CronFormatError, frequency_to_cron
-from transforms.dead_letters import StageError, dead_letter, unexpected_failure_dead_letters
+from transforms.dead_letters import StageError, dead_letter, with_safety_net
 from transforms.records import Message
 
 _LOGGER = logging.getLogger(__name__)
@@ -397,11 +397,5 @@ class EnrichWithTscConfig(beam.PTransform):
         self._concurrency = concurrency
 
     def expand(self, batches):
-        result = batches | 'FetchTscConfigs' >> beam.ParDo(
-            _EnrichBatchFn(self._settings, self._config_operations, self._concurrency)
-        ).with_exception_handling(main_tag='batches', dead_letter_tag='failed',
-                                  exc_class=Exception)
-        unexpected = result['failed'] | 'FailedToDeadLetters' >> beam.FlatMap(
-            unexpected_failure_dead_letters('enrich'))
-        dead = (result[self.DEAD_LETTERS], unexpected) | 'MergeDeadLetters' >> beam.Flatten()
-        return {'batches': result['batches'], self.DEAD_LETTERS: dead}
+        return with_safety_net(batches, 'FetchTscConfigs', 'enrich', 'batches', _EnrichBatchFn(
+            self._settings, self._config_operations, self._concurrency))

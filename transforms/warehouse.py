@@ -42,6 +42,13 @@ class Table:
     primary_key: tuple[str, ...]
     hash_partitions: int = 4
 
+    def __post_init__(self):
+        check_identifier(self.name)
+        if self.column_names[:len(self.primary_key)] != self.primary_key:
+            # Kudu wants the primary key columns first, in key order.
+            raise ValueError(f'table {self.name}: primary key {self.primary_key} must be the '
+                             'first columns')
+
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(column.name for column in self.columns)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime
 
+import apache_beam as beam
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
 
 from transforms.dead_letters import (
     HEADER_ATTEMPTS,
@@ -20,6 +23,7 @@ from transforms.dead_letters import (
     dead_letter,
     dead_letter_stage,
     unexpected_failure_dead_letters,
+    with_safety_net,
 )
 from transforms.records import KafkaRecord, Message, SourceRecord
 
@@ -93,7 +97,7 @@ def test_dead_letter_error_without_message_uses_class_name():
     assert letter.header(HEADER_ERROR_MESSAGE) == b'RuntimeError'
 
 
-def test_dead_letter_truncates_long_message():
+def test_dead_letter_truncates_longmessage():
     letter = dead_letter(source(), 'render', ValueError('x' * 10_000))
 
     text = letter.header(HEADER_ERROR_MESSAGE).decode()
@@ -155,7 +159,7 @@ def test_unexpected_failure_of_a_source_record():
     assert letter.header(HEADER_ATTEMPTS) is None
 
 
-def test_unexpected_failure_of_a_message():
+def test_unexpected_failure_of_amessage():
     item = message(11)
 
     letters = list(unexpected_failure_dead_letters('render')(_failure(item)))
@@ -164,7 +168,7 @@ def test_unexpected_failure_of_a_message():
             for x in letters] == [(b'k11', b'v11', 'render', b'11')]
 
 
-def test_unexpected_failure_of_a_batch_gives_one_dead_letter_per_message():
+def test_unexpected_failure_of_a_batch_gives_one_dead_letter_permessage():
     batch = [message(1), message(2, 'c2'), message(3, 'c', 't3')]
 
     letters = list(unexpected_failure_dead_letters('enrich')(_failure(batch)))
@@ -188,3 +192,28 @@ def test_unexpected_failure_with_non_class_error_type():
 def test_unexpected_failure_rejects_unknown_stage():
     with pytest.raises(ValueError, match='unknown dead-letter stage'):
         list(unexpected_failure_dead_letters('nowhere')(_failure(source())))
+
+
+class _ExplodingFn(beam.DoFn):
+    """Routes one expected failure itself and raises on a batch it did not expect."""
+
+    def process(self, batch):
+        if any(m.customer_id == 'boom' for m in batch):
+            raise RuntimeError('bug in a stage')
+        yield batch
+
+
+def test_safety_net_dead_letters_a_whole_batch_on_an_unexpected_error():
+    good = [message(0, 'c1'), message(1, 'c2')]
+    bad = [message(2, 'c3'), message(3, 'boom')]
+    with TestPipeline(runner='FnApiRunner') as p:
+        outputs = with_safety_net(p | beam.Create([good, bad]), 'Stage', 'upsert', 'batches',
+                                  _ExplodingFn())
+        offsets = outputs['batches'] | beam.Map(lambda b: sorted(m.source.offset for m in b))
+        dead = outputs['dead_letters'] | 'Dead' >> beam.Map(
+            lambda d: (int(d.header(HEADER_SOURCE_OFFSET)), d.header(HEADER_STAGE).decode(),
+                       d.header(HEADER_ERROR_CLASS).decode(),
+                       'bug in a stage' in d.header(HEADER_ERROR_MESSAGE).decode()))
+        assert_that(offsets, equal_to([[0, 1]]), label='Survivors')
+        assert_that(dead, equal_to([(2, 'upsert', 'RuntimeError', True),
+                                    (3, 'upsert', 'RuntimeError', True)]), label='DeadLetters')
