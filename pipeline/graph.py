@@ -13,10 +13,10 @@ from pipeline.options import OrchestratorOptions
 from transforms.batching import BatchMessagesByTsc
 from transforms.cronjob_builder import RenderCronJobs
 from transforms.impala_module import ArchiveMessages, UpsertTscConfigurations
+from transforms.impala_writer import load_impala_clusters
 from transforms.local_io import ReadMessageFile, WriteRecordsJsonl
 from transforms.parser import ParseMessages
 from transforms.tsc_config_client import EnrichWithTscConfig, check_base_url, check_path_template
-from transforms.impala_writer import load_impala_clusters
 from transforms.warehouse import check_warehouse_url
 
 

@@ -42,7 +42,7 @@ def _record(offset, operation, customer, tsc, partition=0, **extra):
 
 
 def _prepare_warehouse(path):
-    """Tables whose CHECK constraints reject chosen rows, standing in for rows a warehouse refuses."""
+    """Tables whose CHECK constraints reject chosen rows, as a warehouse may refuse rows."""
     database = sqlite3.connect(path)
     for table in TABLES:
         ddl = sqlite_ddl(table)
