@@ -105,6 +105,9 @@ def parse_impala_url(url: str) -> ImpalaSettings:
         timeout = float(query['timeout']) if query.get('timeout') else None
     except ValueError as e:
         raise ValueError(f'impala URL has a bad port or timeout: {e}') from e
+    if timeout is not None and not 0 < timeout < float('inf'):
+        # 0 would make the socket non-blocking; NaN and infinity are no timeouts either.
+        raise ValueError(f'impala URL timeout must be a positive number of seconds, got {timeout}')
     return ImpalaSettings(
         host=parsed.hostname, port=port, database=database,
         user=urllib.parse.unquote(parsed.username) if parsed.username else None, auth=auth,
@@ -127,8 +130,11 @@ def _read_secret(variable: str, file_variable: str) -> str | None:
 
 
 def chunk_rows(rendered: Sequence[str], *, prefix_bytes: int, max_rows: int,
-               max_bytes: int) -> Iterator[list[str]]:
+               max_bytes: int, separator_bytes: int = 2) -> Iterator[list[str]]:
     """Groups rendered rows so each statement stays under ``max_rows`` and ``max_bytes``.
+
+    A statement is the prefix and the chunk's rows joined by a separator of
+    ``separator_bytes`` (``', '`` between VALUES tuples, ``' OR '`` between conditions).
 
     Raises:
         RejectedRowsError: one row alone does not fit in a statement.
@@ -136,15 +142,15 @@ def chunk_rows(rendered: Sequence[str], *, prefix_bytes: int, max_rows: int,
     chunk: list[str] = []
     size = prefix_bytes
     for row in rendered:
-        row_bytes = len(row.encode('utf-8')) + 2
+        row_bytes = len(row.encode('utf-8'))
         if prefix_bytes + row_bytes > max_bytes:
             raise RejectedRowsError(f'a row of {row_bytes} bytes does not fit in a statement of '
                                     f'at most {max_bytes} bytes')
-        if chunk and (len(chunk) >= max_rows or size + row_bytes > max_bytes):
+        if chunk and (len(chunk) >= max_rows or size + separator_bytes + row_bytes > max_bytes):
             yield chunk
             chunk, size = [], prefix_bytes
+        size += row_bytes + (separator_bytes if chunk else 0)
         chunk.append(row)
-        size += row_bytes
     if chunk:
         yield chunk
 
@@ -213,7 +219,7 @@ class ImpalaWriter(WarehouseWriter):
             self._connection = None
 
     def _execute_once(self, sql: str, fetch: bool) -> list[tuple]:
-        from impala.error import HiveServer2Error, RPCError
+        from impala.error import DatabaseError, HiveServer2Error, RPCError
 
         try:
             if self._connection is None:
@@ -228,7 +234,9 @@ class ImpalaWriter(WarehouseWriter):
                     cursor.close()
                 except (RPCError, OSError, EOFError) as e:
                     _LOGGER.debug('closing impala cursor failed: %s', e)
-        except HiveServer2Error as e:
+        except (HiveServer2Error, DatabaseError) as e:
+            # HiveServer2Error: refused at ExecuteStatement (e.g. AnalysisException);
+            # OperationalError (a DatabaseError): the query ended in ERROR_STATE while running.
             if any(marker in str(e).lower() for marker in _TRANSIENT_MARKERS):
                 self.close()
                 raise TransientWarehouseError(f'impala session lost: {e}') from e
@@ -267,7 +275,7 @@ class ImpalaWriter(WarehouseWriter):
         conditions = [f'(customer_id = {impala_literal(c)} AND tsc_id = {impala_literal(t)})'
                       for c, t in keys]
         for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=self._max_rows,
-                                max_bytes=self._max_bytes):
+                                max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             for row in self.execute(prefix + ' OR '.join(chunk), fetch=True):
                 states[(row[0], row[1])] = StoredState(row[2], int(row[3]), int(row[4]), row[5])
         return states
@@ -296,7 +304,7 @@ class ImpalaWriter(WarehouseWriter):
             f'AND source_offset > {int(r["source_offset"])}))'
             for r in rows]
         for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=self._max_rows,
-                                max_bytes=self._max_bytes):
+                                max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             self.execute(prefix + ' OR '.join(chunk))
 
 
