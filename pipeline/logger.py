@@ -6,7 +6,8 @@ import logging
 import sys
 
 _FORMAT = '%(asctime)s %(levelname)s %(name)s: %(message)s'
-# Beam and its dependencies are chatty at INFO; our own modules are not.
+# Chatty at INFO, and impyla logs the password of a PLAIN/LDAP connection at DEBUG:
+# these stay at WARNING whatever --log_level says.
 _QUIET = ('apache_beam', 'urllib3', 'impala', 'thrift', 'kafka')
 
 

@@ -31,6 +31,8 @@ AUTH_MECHANISMS = ('NOSASL', 'PLAIN', 'LDAP', 'GSSAPI', 'JWT')
 # Impala's MAX_STATEMENT_LENGTH_BYTES defaults to 16 MiB; stay far below it.
 DEFAULT_MAX_STATEMENT_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_ROWS_PER_STATEMENT = 1000
+# Impala refuses expression trees deeper than 1000; an OR chain of N terms is N deep.
+MAX_OR_TERMS = 250
 # Messages of errors that mean the session or connection is gone, not that the rows are bad.
 _TRANSIENT_MARKERS = ('invalid session', 'session expired', 'session closed',
                       'client session expired', 'invalid query handle', 'connection',
@@ -175,7 +177,9 @@ class ImpalaWriter(WarehouseWriter):
         self._max_rows = max_rows_per_statement
         self._max_bytes = max_statement_bytes
         self._connection = None
+        self._cursor = None
         self.statements_executed = 0
+        self._credentials()
         if settings.ssl and not settings.ca_cert:
             _LOGGER.warning('TLS to %s:%s without ca_cert: the server certificate is NOT verified',
                             settings.host, settings.port)
@@ -192,12 +196,29 @@ class ImpalaWriter(WarehouseWriter):
             host=s.host, port=s.port, database=s.database, timeout=s.timeout,
             use_ssl=s.ssl, ca_cert=s.ca_cert, verify_cert=bool(s.ssl and s.ca_cert),
             auth_mechanism=s.auth, user=s.user, use_http_transport=s.http, http_path=s.http_path)
-        if s.auth in ('PLAIN', 'LDAP'):
-            kwargs['password'] = self._secret('password', 'IMPALA_PASSWORD', 'IMPALA_PASSWORD_FILE')
-        if s.auth == 'JWT':
-            kwargs['jwt'] = self._secret('jwt', 'IMPALA_JWT', 'IMPALA_JWT_FILE')
+        kwargs.update(self._credentials())
         _LOGGER.info('connecting to %s', s.redacted())
         return dbapi.connect(**kwargs)
+
+    def _credentials(self) -> dict[str, str]:
+        """The secret the auth mechanism needs; raises ValueError when it is not configured.
+
+        impyla would otherwise send the literal password 'password' for PLAIN.
+        """
+        s = self._settings
+        if s.auth in ('PLAIN', 'LDAP'):
+            password = self._secret('password', 'IMPALA_PASSWORD', 'IMPALA_PASSWORD_FILE')
+            if not password:
+                raise ValueError(f'{s.redacted()} needs a password: set IMPALA_PASSWORD or '
+                                 'IMPALA_PASSWORD_FILE (or the cluster\'s password_env/_file)')
+            return {'password': password}
+        if s.auth == 'JWT':
+            token = self._secret('jwt', 'IMPALA_JWT', 'IMPALA_JWT_FILE')
+            if not token:
+                raise ValueError(f'{s.redacted()} needs a token: set IMPALA_JWT_FILE '
+                                 '(or the cluster\'s jwt_file)')
+            return {'jwt': token}
+        return {}
 
     def _secret(self, kind: str, variable: str, file_variable: str) -> str | None:
         cluster = self._secrets
@@ -211,12 +232,14 @@ class ImpalaWriter(WarehouseWriter):
         return _read_secret(variable, file_variable)
 
     def close(self) -> None:
-        if self._connection is not None:
-            try:
-                self._connection.close()
-            except Exception as e:  # noqa: BLE001 - closing a dead connection may fail any way
-                _LOGGER.debug('closing impala connection failed: %s', e)
-            self._connection = None
+        for resource in (self._cursor, self._connection):
+            if resource is not None:
+                try:
+                    resource.close()
+                except Exception as e:  # noqa: BLE001 - closing a dead connection may fail any way
+                    _LOGGER.debug('closing impala %s failed: %s', type(resource).__name__, e)
+        self._cursor = None
+        self._connection = None
 
     def _execute_once(self, sql: str, fetch: bool) -> list[tuple]:
         from impala.error import DatabaseError, HiveServer2Error, RPCError
@@ -224,16 +247,12 @@ class ImpalaWriter(WarehouseWriter):
         try:
             if self._connection is None:
                 self._connection = self._connect()
-            cursor = self._connection.cursor()
-            try:
-                cursor.execute(sql)
-                self.statements_executed += 1
-                return cursor.fetchall() if fetch else []
-            finally:
-                try:
-                    cursor.close()
-                except (RPCError, OSError, EOFError) as e:
-                    _LOGGER.debug('closing impala cursor failed: %s', e)
+            if self._cursor is None:
+                # One cursor is one HiveServer2 session: keep it for every statement.
+                self._cursor = self._connection.cursor()
+            self._cursor.execute(sql)
+            self.statements_executed += 1
+            return self._cursor.fetchall() if fetch else []
         except (HiveServer2Error, DatabaseError) as e:
             # HiveServer2Error: refused at ExecuteStatement (e.g. AnalysisException);
             # OperationalError (a DatabaseError): the query ended in ERROR_STATE while running.
@@ -274,7 +293,7 @@ class ImpalaWriter(WarehouseWriter):
                   f'config FROM {self._table(TSC_CONFIGURATIONS)} WHERE ')
         conditions = [f'(customer_id = {impala_literal(c)} AND tsc_id = {impala_literal(t)})'
                       for c, t in keys]
-        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=self._max_rows,
+        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=min(self._max_rows, MAX_OR_TERMS),
                                 max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             for row in self.execute(prefix + ' OR '.join(chunk), fetch=True):
                 states[(row[0], row[1])] = StoredState(row[2], int(row[3]), int(row[4]), row[5])
@@ -303,7 +322,7 @@ class ImpalaWriter(WarehouseWriter):
             f'AND source_partition = {int(r["source_partition"])} '
             f'AND source_offset > {int(r["source_offset"])}))'
             for r in rows]
-        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=self._max_rows,
+        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=min(self._max_rows, MAX_OR_TERMS),
                                 max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             self.execute(prefix + ' OR '.join(chunk))
 

@@ -363,7 +363,8 @@ def test_reconnects_after_dropped_connection(server, writers, execute_first):
     writer = writers(server)
     rows = [config_row('c', str(i), offset=i) for i in range(30)]
     server.clear_statements()
-    server.drop_after_statements(1, execute=execute_first)  # USE goes through, UPSERT drops
+    # The writer's session is open already (create_tables), so the UPSERT is the next statement.
+    server.drop_after_statements(0, execute=execute_first)
     writer.upsert_tsc_configurations(rows)
     assert server.stats['connections_dropped'] == 1
     upserts = write_statements(server, success=None)
@@ -372,52 +373,36 @@ def test_reconnects_after_dropped_connection(server, writers, execute_first):
     assert config_rows(server) == {('c', str(i)): normalized(r) for i, r in enumerate(rows)}
 
     # Archive rows too: nothing lost, nothing written twice.
-    server.drop_after_statements(1, execute=execute_first)
+    server.drop_after_statements(0, execute=execute_first)
     writer.upsert_processed_data([processed(i) for i in range(30)])
     assert sorted(r['source_offset'] for r in stored(server, 'processed_data')) == list(range(30))
 
 
-def test_reconnects_after_session_expired_before_execute(server, writers, monkeypatch):
+def test_reconnects_after_idle_session_expired(server, writers):
     writer = writers(server)
     connection = writer._connection
-    original = connection.cursor
-    expired = []
-
-    def cursor(*args, **kwargs):
-        opened = original(*args, **kwargs)
-        if not expired:
-            expired.append(server.expire_sessions())
-        return opened
-
-    monkeypatch.setattr(connection, 'cursor', cursor)
+    assert server.expire_sessions() == 1  # the writer holds one session between statements
     writer.upsert_tsc_configurations([config_row('c', 't', offset=1)])
-    assert expired == [1]
     refused = [s for s in server.statements if s.error and 'session expired' in s.error]
     assert len(refused) == 1
     assert config_rows(server) == {('c', 't'): normalized(config_row('c', 't', offset=1))}
     assert writer._connection is not connection  # reconnected
 
 
-def test_reconnects_after_session_expired_while_running(server, writers, monkeypatch):
+def test_reconnects_after_session_expired_while_running(server, writers):
     writer = writers(server)
     connection = writer._connection
-    original = connection.cursor
+    cursor = writer._cursor
+    wait = cursor._wait_to_finish
     expired = []
 
-    def cursor(*args, **kwargs):
-        opened = original(*args, **kwargs)
-        wait = opened._wait_to_finish
+    def expire_then_wait():
+        # The statement has run; its session expires before the client asks how it went.
+        if not expired:
+            expired.append(server.expire_sessions())
+        return wait()
 
-        def expire_then_wait():
-            # The statement has run; its session expires before the client asks how it went.
-            if not expired:
-                expired.append(server.expire_sessions())
-            return wait()
-
-        opened._wait_to_finish = expire_then_wait
-        return opened
-
-    monkeypatch.setattr(connection, 'cursor', cursor)
+    cursor._wait_to_finish = expire_then_wait
     writer.upsert_processed_data([processed(i) for i in range(5)])
     assert expired == [1]
     assert len(write_statements(server)) == 2  # ran, lost its answer, ran again on a new session
@@ -425,13 +410,13 @@ def test_reconnects_after_session_expired_while_running(server, writers, monkeyp
     assert writer._connection is not connection
 
 
-def test_sessions_are_not_held_between_statements(server, writers):
-    # One session per statement (impyla opens one per cursor): nothing to expire at rest.
+def test_one_session_serves_every_statement(server, writers):
     writer = writers(server)
-    writer.upsert_tsc_configurations([config_row('c', 't')])
-    assert server.expire_sessions() == 0
-    writer.upsert_tsc_configurations([config_row('c', 't', offset=2)])
-    assert config_rows(server)[('c', 't')]['source_offset'] == 2
+    before = server.stats['sessions_opened']
+    for offset in range(1, 6):
+        writer.upsert_tsc_configurations([config_row('c', 't', offset=offset)])
+    assert server.stats['sessions_opened'] == before
+    assert config_rows(server)[('c', 't')]['source_offset'] == 5
 
 
 POISON = 'poison-7f3a'
@@ -568,10 +553,9 @@ def test_plain_auth_with_password_file(servers, writers, tmp_path, monkeypatch, 
 
     # No password at all: refused too (impyla would otherwise send its default).
     monkeypatch.delenv('IMPALA_PASSWORD_FILE')
-    anonymous = writers(server, user='etl', query='?auth=PLAIN', create=False, attempts=1)
-    with pytest.raises(WarehouseError):
-        anonymous.read_tsc_states([('c', 't')])
-    _no_secret_anywhere(caplog, None, PASSWORD, WRONG)
+    with pytest.raises(ValueError, match='needs a password') as refused:
+        writers(server, user='etl', query='?auth=PLAIN', create=False, attempts=1)
+    _no_secret_anywhere(caplog, refused.value, PASSWORD, WRONG)
 
 
 def test_plain_auth_with_password_env(servers, writers, monkeypatch, caplog):
