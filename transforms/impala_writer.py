@@ -293,7 +293,8 @@ class ImpalaWriter(WarehouseWriter):
                   f'config FROM {self._table(TSC_CONFIGURATIONS)} WHERE ')
         conditions = [f'(customer_id = {impala_literal(c)} AND tsc_id = {impala_literal(t)})'
                       for c, t in keys]
-        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=min(self._max_rows, MAX_OR_TERMS),
+        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix),
+                                max_rows=min(self._max_rows, MAX_OR_TERMS),
                                 max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             for row in self.execute(prefix + ' OR '.join(chunk), fetch=True):
                 states[(row[0], row[1])] = StoredState(row[2], int(row[3]), int(row[4]), row[5])
@@ -322,7 +323,8 @@ class ImpalaWriter(WarehouseWriter):
             f'AND source_partition = {int(r["source_partition"])} '
             f'AND source_offset > {int(r["source_offset"])}))'
             for r in rows]
-        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix), max_rows=min(self._max_rows, MAX_OR_TERMS),
+        for chunk in chunk_rows(conditions, prefix_bytes=len(prefix),
+                                max_rows=min(self._max_rows, MAX_OR_TERMS),
                                 max_bytes=self._max_bytes, separator_bytes=len(' OR ')):
             self.execute(prefix + ' OR '.join(chunk))
 
