@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -185,8 +186,19 @@ class SqliteWriter(WarehouseWriter):
         os.makedirs(directory, exist_ok=True)
         self._connection = sqlite3.connect(path, timeout=busy_timeout_seconds,
                                            isolation_level=None, check_same_thread=False)
-        self._connection.execute('PRAGMA journal_mode=WAL')
+        self._retry_busy(lambda: self._connection.execute('PRAGMA journal_mode=WAL'))
         self._connection.execute('PRAGMA synchronous=NORMAL')
+
+    def _retry_busy(self, action):
+        # SQLite skips the busy handler where waiting could deadlock (switching to WAL,
+        # schema changes while another connection opens the file): retry those here.
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return action()
+            except sqlite3.OperationalError as e:
+                if 'locked' not in str(e) and 'busy' not in str(e) or attempt == self._attempts:
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
 
     def close(self) -> None:
         self._connection.close()
@@ -215,8 +227,8 @@ class SqliteWriter(WarehouseWriter):
                 raise RejectedRowsError(f'SQLite rejected the batch: {e}') from e
 
     def create_tables(self) -> None:
-        for table in TABLES:
-            self._connection.execute(sqlite_ddl(table))
+        for ddl in map(sqlite_ddl, TABLES):
+            self._retry_busy(functools.partial(self._connection.execute, ddl))
 
     def read_tsc_states(self, keys):
         states = {}
