@@ -14,6 +14,7 @@ from transforms.batching import BatchMessagesByTsc
 from transforms.cronjob_builder import RenderCronJobs
 from transforms.impala_module import ArchiveMessages, UpsertTscConfigurations
 from transforms.impala_writer import load_impala_clusters
+from transforms.kafka_io import ReadOrchestratorTopic, WriteKafkaRecords
 from transforms.local_io import ReadMessageFile, WriteRecordsJsonl
 from transforms.parser import ParseMessages
 from transforms.tsc_config_client import EnrichWithTscConfig, check_base_url, check_path_template
@@ -153,6 +154,113 @@ def build_orchestrator(records: beam.PCollection,
     ) | 'CollectDeadLetters' >> beam.Flatten()
     return OrchestratorOutputs(jobs=rendered['jobs'], dead_letters=dead_letters,
                                processed=archived['rows'])
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings:
+    """Plain, validated values of Kafka mode."""
+
+    bootstrap_servers: str
+    orchestrator_topic: str
+    job_orchestrator_topic: str
+    dead_letter_topic: str
+    consumer_group: str
+    expansion_service: str
+    auto_offset_reset: str = 'earliest'
+    client_config: dict = dataclasses.field(default_factory=dict, repr=False)
+    max_records: int | None = None
+    max_read_time_seconds: int | None = None
+
+    @classmethod
+    def from_options(cls, options: OrchestratorOptions) -> KafkaSettings:
+        if not options.bootstrap_servers:
+            raise ConfigurationError('Kafka mode needs --bootstrap_servers (or '
+                                     'KAFKA_BOOTSTRAP_SERVERS); local mode needs --input PATH')
+        if not options.kafka_expansion_service:
+            raise ConfigurationError('Kafka mode needs --kafka_expansion_service host:port (or '
+                                     'KAFKA_EXPANSION_SERVICE): `make up` starts one')
+        for name in ('orchestrator_topic', 'job_orchestrator_topic', 'consumer_group'):
+            if not getattr(options, name):
+                raise ConfigurationError(f'--{name} must not be empty')
+        dead_letter_topic = options.dead_letter_topic or f'{options.orchestrator_topic}.dlq'
+        if len({options.orchestrator_topic, options.job_orchestrator_topic,
+                dead_letter_topic}) != 3:
+            raise ConfigurationError('the orchestrator, job and dead-letter topics must differ')
+        for name in ('kafka_max_records', 'kafka_max_read_time_seconds'):
+            if getattr(options, name) is not None and getattr(options, name) < 1:
+                raise ConfigurationError(f'--{name} must be positive')
+        return cls(
+            bootstrap_servers=options.bootstrap_servers,
+            orchestrator_topic=options.orchestrator_topic,
+            job_orchestrator_topic=options.job_orchestrator_topic,
+            dead_letter_topic=dead_letter_topic,
+            consumer_group=options.consumer_group,
+            expansion_service=options.kafka_expansion_service,
+            auto_offset_reset=options.auto_offset_reset,
+            client_config=kafka_client_config(options.kafka_config or [], os.environ),
+            max_records=options.kafka_max_records,
+            max_read_time_seconds=options.kafka_max_read_time_seconds)
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_records is not None or self.max_read_time_seconds is not None
+
+
+def kafka_client_config(pairs: list[str], environ: dict) -> dict[str, str]:
+    """Kafka client properties from ``--kafka_config`` pairs and the security environment.
+
+    A SASL password comes only from ``KAFKA_SASL_PASSWORD`` or ``KAFKA_SASL_PASSWORD_FILE``.
+    """
+    config: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition('=')
+        if not sep or not key.strip():
+            raise ConfigurationError(f'--kafka_config takes KEY=VALUE, got {key!r}…')
+        if 'password' in key.lower() or key.strip() == 'sasl.jaas.config':
+            raise ConfigurationError(f'--kafka_config {key}: secrets go in '
+                                     'KAFKA_SASL_PASSWORD(_FILE), not on the command line')
+        config[key.strip()] = value
+    if environ.get('KAFKA_SECURITY_PROTOCOL'):
+        config['security.protocol'] = environ['KAFKA_SECURITY_PROTOCOL']
+    mechanism = environ.get('KAFKA_SASL_MECHANISM')
+    if mechanism:
+        config['sasl.mechanism'] = mechanism
+        username = environ.get('KAFKA_SASL_USERNAME', '')
+        password = environ.get('KAFKA_SASL_PASSWORD')
+        if not password and environ.get('KAFKA_SASL_PASSWORD_FILE'):
+            try:
+                with open(environ['KAFKA_SASL_PASSWORD_FILE'], encoding='utf-8') as handle:
+                    password = handle.read().strip()
+            except OSError as e:
+                raise ConfigurationError(
+                    f'cannot read KAFKA_SASL_PASSWORD_FILE: {e.strerror}') from e
+        if not username or not password:
+            raise ConfigurationError('KAFKA_SASL_MECHANISM needs KAFKA_SASL_USERNAME and '
+                                     'KAFKA_SASL_PASSWORD(_FILE)')
+        module = ('org.apache.kafka.common.security.scram.ScramLoginModule'
+                  if mechanism.upper().startswith('SCRAM') else
+                  'org.apache.kafka.common.security.plain.PlainLoginModule')
+        quoted_user = username.replace('\\', '\\\\').replace('"', '\\"')
+        quoted_password = password.replace('\\', '\\\\').replace('"', '\\"')
+        config['sasl.jaas.config'] = (f'{module} required username="{quoted_user}" '
+                                      f'password="{quoted_password}";')
+    return config
+
+
+def build_kafka_pipeline(pipeline: beam.Pipeline, settings: OrchestratorSettings,
+                         kafka: KafkaSettings) -> OrchestratorOutputs:
+    """Kafka mode: the orchestrator topic in; job records and dead letters out to their topics."""
+    client = {'bootstrap.servers': kafka.bootstrap_servers, **kafka.client_config}
+    records = pipeline | 'ReadOrchestratorTopic' >> ReadOrchestratorTopic(
+        client, kafka.orchestrator_topic, consumer_group=kafka.consumer_group,
+        auto_offset_reset=kafka.auto_offset_reset, expansion_service=kafka.expansion_service,
+        max_num_records=kafka.max_records, max_read_time_seconds=kafka.max_read_time_seconds)
+    outputs = build_orchestrator(records, settings)
+    _ = outputs.jobs | 'PublishJobs' >> WriteKafkaRecords(
+        client, kafka.job_orchestrator_topic, expansion_service=kafka.expansion_service)
+    _ = outputs.dead_letters | 'PublishDeadLetters' >> WriteKafkaRecords(
+        client, kafka.dead_letter_topic, expansion_service=kafka.expansion_service)
+    return outputs
 
 
 def build_local_pipeline(pipeline: beam.Pipeline, options: OrchestratorOptions,

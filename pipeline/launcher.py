@@ -8,7 +8,13 @@ import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.graph import ConfigurationError, OrchestratorSettings, build_local_pipeline
+from pipeline.graph import (
+    ConfigurationError,
+    KafkaSettings,
+    OrchestratorSettings,
+    build_kafka_pipeline,
+    build_local_pipeline,
+)
 from pipeline.options import OrchestratorOptions
 from transforms.dead_letters import STAGES
 from transforms.warehouse import describe_warehouse, open_warehouse
@@ -18,6 +24,8 @@ _LOGGER = logging.getLogger(__name__)
 # The in-process portable runner behind the DirectRunner: it needs no download, unlike
 # the DirectRunner's first choice (Prism), whose binary is fetched from the internet.
 LOCAL_RUNNER = 'FnApiRunner'
+LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner',
+                 'PrismRunner')
 
 
 def counters(result) -> dict[str, int]:
@@ -62,15 +70,28 @@ def run(options: PipelineOptions) -> int:
         if orchestrator.create_tables:
             create_tables(orchestrator.warehouse, orchestrator.impala_clusters)
             return 0
-        if not orchestrator.input:
-            raise ConfigurationError(
-                'Kafka mode is not wired yet: give --input PATH to run in local mode')
         standard = options.view_as(StandardOptions)
         if standard.runner is None:
             standard.runner = LOCAL_RUNNER
-        settings = OrchestratorSettings.from_options(orchestrator, streaming=False)
-        pipeline = beam.Pipeline(options=options)
-        build_local_pipeline(pipeline, orchestrator, settings)
+        if orchestrator.input:
+            settings = OrchestratorSettings.from_options(orchestrator, streaming=False)
+            pipeline = beam.Pipeline(options=options)
+            build_local_pipeline(pipeline, orchestrator, settings)
+        else:
+            kafka = KafkaSettings.from_options(orchestrator)
+            local = standard.runner in LOCAL_RUNNERS
+            if local and not kafka.bounded:
+                raise ConfigurationError(
+                    'the local runner reads Kafka only bounded: give --kafka_max_records or '
+                    '--kafka_max_read_time_seconds, or run on a streaming runner (Flink)')
+            if not local:
+                standard.streaming = True
+            settings = OrchestratorSettings.from_options(orchestrator, streaming=not local)
+            pipeline = beam.Pipeline(options=options)
+            build_kafka_pipeline(pipeline, settings, kafka)
+            _LOGGER.info('Kafka mode: %s -> %s, dead letters -> %s, group %s',
+                         kafka.orchestrator_topic, kafka.job_orchestrator_topic,
+                         kafka.dead_letter_topic, kafka.consumer_group)
     except ConfigurationError as e:
         _LOGGER.error('%s', e)
         print(f'error: {e}')
@@ -80,6 +101,10 @@ def run(options: PipelineOptions) -> int:
     result = pipeline.run()
     result.wait_until_finish()
     print(summary(counters(result)))
-    print(f'outputs: jobs {orchestrator.jobs_out}, dead letters {orchestrator.dead_letter_out}, '
-          f'warehouse {describe_warehouse(settings.warehouse)}')
+    if orchestrator.input:
+        print(f'outputs: jobs {orchestrator.jobs_out}, dead letters '
+              f'{orchestrator.dead_letter_out}, warehouse {describe_warehouse(settings.warehouse)}')
+    else:
+        print(f'outputs: jobs topic {kafka.job_orchestrator_topic}, dead letters topic '
+              f'{kafka.dead_letter_topic}, warehouse {describe_warehouse(settings.warehouse)}')
     return 0

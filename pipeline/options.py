@@ -86,5 +86,18 @@ class OrchestratorOptions(PipelineOptions):
         add('--auto_offset_reset', default=_env('AUTO_OFFSET_RESET', 'earliest'),
             choices=('earliest', 'latest'),
             help='Where a new consumer group starts [AUTO_OFFSET_RESET] (default earliest).')
+        add('--kafka_expansion_service', default=_env('KAFKA_EXPANSION_SERVICE', None),
+            help='host:port of the Beam Java expansion service with KafkaIO '
+                 '[KAFKA_EXPANSION_SERVICE] (make up starts one).')
+        add('--kafka_config', action='append', default=None, metavar='KEY=VALUE',
+            help='Extra Kafka client property for consumer and producers, repeatable (e.g. '
+                 'security.protocol=SASL_SSL). KAFKA_SECURITY_PROTOCOL, KAFKA_SASL_MECHANISM, '
+                 'KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD(_FILE) are read from the '
+                 'environment; secrets never go on the command line.')
+        add('--kafka_max_records', type=int, default=None,
+            help='Bounded Kafka read: stop after this many records (the local runner needs '
+                 'a bound).')
+        add('--kafka_max_read_time_seconds', type=int, default=None,
+            help='Bounded Kafka read: stop after this many seconds.')
         add('--log_level', default=_env('LOG_LEVEL', 'INFO'),
             help='DEBUG, INFO, WARNING or ERROR [LOG_LEVEL].')
