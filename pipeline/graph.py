@@ -39,7 +39,7 @@ class OrchestratorSettings:
     tsc_config_timeout_seconds: float = 10.0
     tsc_config_max_retry_after_seconds: float = 30.0
     tsc_config_concurrency: int = 16
-    tsc_config_token: str | None = dataclasses.field(default=None, repr=False)
+    tsc_config_token_file: str | None = None
     max_message_bytes: int = 1024 * 1024
     batch_size: int = 500
     num_shards: int = 8
@@ -80,7 +80,7 @@ class OrchestratorSettings:
             tsc_config_timeout_seconds=options.tsc_config_timeout_seconds,
             tsc_config_max_retry_after_seconds=options.tsc_config_max_retry_after_seconds,
             tsc_config_concurrency=options.tsc_config_concurrency,
-            tsc_config_token=_read_token(options.tsc_config_token_file),
+            tsc_config_token_file=options.tsc_config_token_file,
             warehouse=options.warehouse,
             job_image=options.job_image,
             job_namespace=options.job_namespace,
@@ -103,16 +103,6 @@ class OrchestratorSettings:
             settings['max_rows_per_statement'] = self.impala_max_rows_per_statement
             settings['max_statement_bytes'] = self.impala_max_statement_bytes
         return settings
-
-
-def _read_token(path: str | None) -> str | None:
-    if path:
-        try:
-            with open(path, encoding='utf-8') as handle:
-                return handle.read().strip() or None
-        except OSError as e:
-            raise ConfigurationError(f'cannot read --tsc_config_token_file: {e.strerror}') from e
-    return os.environ.get('TSC_CONFIG_TOKEN') or None
 
 
 class OrchestratorOutputs(NamedTuple):
@@ -139,7 +129,7 @@ def build_orchestrator(records: beam.PCollection,
         timeout_seconds=settings.tsc_config_timeout_seconds,
         max_retry_after_seconds=settings.tsc_config_max_retry_after_seconds,
         concurrency=settings.tsc_config_concurrency,
-        token=settings.tsc_config_token)
+        token_file=settings.tsc_config_token_file)
     upserted = enriched['batches'] | 'UpsertTscConfigurations' >> UpsertTscConfigurations(
         settings.warehouse, delete_operations=handlers.delete_operations(),
         writer_settings=settings.writer_settings)
@@ -209,7 +199,9 @@ class KafkaSettings:
 def kafka_client_config(pairs: list[str], environ: dict) -> dict[str, str]:
     """Kafka client properties from ``--kafka_config`` pairs and the security environment.
 
-    A SASL password comes only from ``KAFKA_SASL_PASSWORD`` or ``KAFKA_SASL_PASSWORD_FILE``.
+    A SASL password comes only from the environment: ``KAFKA_SASL_PASSWORD_FILE`` (read by
+    the Kafka client on the worker; preferred) or ``KAFKA_SASL_PASSWORD`` (which then is part
+    of the job graph).
     """
     config: dict[str, str] = {}
     for pair in pairs:
@@ -226,17 +218,20 @@ def kafka_client_config(pairs: list[str], environ: dict) -> dict[str, str]:
     if mechanism:
         config['sasl.mechanism'] = mechanism
         username = environ.get('KAFKA_SASL_USERNAME', '')
-        password = environ.get('KAFKA_SASL_PASSWORD')
-        if not password and environ.get('KAFKA_SASL_PASSWORD_FILE'):
-            try:
-                with open(environ['KAFKA_SASL_PASSWORD_FILE'], encoding='utf-8') as handle:
-                    password = handle.read().strip()
-            except OSError as e:
-                raise ConfigurationError(
-                    f'cannot read KAFKA_SASL_PASSWORD_FILE: {e.strerror}') from e
+        password_file = environ.get('KAFKA_SASL_PASSWORD_FILE')
+        if password_file:
+            # Kafka's DirectoryConfigProvider reads the file on the worker when the client
+            # starts, so the password never travels in the job graph.
+            directory, name = os.path.split(os.path.abspath(password_file))
+            config['config.providers'] = 'dir'
+            config['config.providers.dir.class'] = (
+                'org.apache.kafka.common.config.provider.DirectoryConfigProvider')
+            password = f'${{dir:{directory}:{name}}}'
+        else:
+            password = environ.get('KAFKA_SASL_PASSWORD', '')
         if not username or not password:
             raise ConfigurationError('KAFKA_SASL_MECHANISM needs KAFKA_SASL_USERNAME and '
-                                     'KAFKA_SASL_PASSWORD(_FILE)')
+                                     'KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)')
         module = ('org.apache.kafka.common.security.scram.ScramLoginModule'
                   if mechanism.upper().startswith('SCRAM') else
                   'org.apache.kafka.common.security.plain.PlainLoginModule')

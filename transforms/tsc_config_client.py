@@ -6,6 +6,7 @@ import concurrent.futures
 import email.utils
 import json
 import logging
+import os
 import re
 import time
 import urllib.parse
@@ -278,6 +279,17 @@ class TscConfigClient:
         return body
 
 
+def read_token(path: str | None) -> str | None:
+    """The bearer token: the file's content, else ``TSC_CONFIG_TOKEN``, else None."""
+    if path:
+        try:
+            with open(path, encoding='utf-8') as handle:
+                return handle.read().strip() or None
+        except OSError as e:
+            raise ValueError(f'cannot read --tsc_config_token_file: {e.strerror}') from e
+    return os.environ.get('TSC_CONFIG_TOKEN') or None
+
+
 def _is_transient(error: BaseException) -> bool:
     if isinstance(error, TscConfigUnavailableError):
         return True
@@ -310,7 +322,10 @@ class _EnrichBatchFn(beam.DoFn):
                       for stage in ('enrich', 'validate')}
 
     def setup(self):
-        self._client = TscConfigClient(pool_size=self._concurrency, **self._settings)
+        settings = dict(self._settings)
+        # The token is read here, on the worker, so it never travels in the job graph.
+        settings['token'] = read_token(settings.pop('token_file'))
+        self._client = TscConfigClient(pool_size=self._concurrency, **settings)
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._concurrency, thread_name_prefix='tsc-config')
 
@@ -371,7 +386,8 @@ class EnrichWithTscConfig(beam.PTransform):
         backoff_seconds: First backoff; exponential after.
         timeout_seconds: Timeout of one attempt.
         concurrency: Concurrent GETs per worker.
-        token: Optional bearer token.
+        token_file: File with a bearer token, read on each worker at setup; without it
+            the worker's ``TSC_CONFIG_TOKEN`` environment variable, if any.
     """
 
     DEAD_LETTERS = 'dead_letters'
@@ -380,7 +396,7 @@ class EnrichWithTscConfig(beam.PTransform):
                  config_operations: Collection[str] = ('create', 'update'), attempts: int = 3,
                  backoff_seconds: float = 1.0, timeout_seconds: float = 10.0,
                  max_retry_after_seconds: float = 30.0, concurrency: int = 16,
-                 token: str | None = None):
+                 token_file: str | None = None):
         super().__init__()
         if attempts < 1:
             raise ValueError(f'--tsc_config_attempts must be at least 1, got {attempts}')
@@ -392,7 +408,7 @@ class EnrichWithTscConfig(beam.PTransform):
         self._settings = dict(
             base_url=check_base_url(base_url), path_template=check_path_template(path_template),
             attempts=attempts, backoff_seconds=backoff_seconds, timeout_seconds=timeout_seconds,
-            max_retry_after_seconds=max_retry_after_seconds, token=token)
+            max_retry_after_seconds=max_retry_after_seconds, token_file=token_file)
         self._config_operations = tuple(config_operations)
         self._concurrency = concurrency
 

@@ -11,7 +11,12 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.graph import ConfigurationError, OrchestratorSettings, build_orchestrator
+from pipeline.graph import (
+    ConfigurationError,
+    OrchestratorSettings,
+    build_orchestrator,
+    kafka_client_config,
+)
 from pipeline.sample_config_server import ConfigServer
 from transforms.records import SourceRecord
 from transforms.warehouse import TABLES, sqlite_ddl
@@ -109,3 +114,29 @@ def test_settings_fail_at_construction_saying_what_to_fix(overrides, message):
             ')', r'\)').replace('{', r'\{').replace('}', r'\}')) as raised:
         OrchestratorSettings(**values)
     assert 'pw' not in str(raised.value) or 'password' in str(raised.value)
+
+
+def test_kafka_client_config_keeps_the_password_file_out_of_the_job_graph(tmp_path):
+    secret = tmp_path / 'kafka-password'
+    secret.write_text('s3cr3t', encoding='utf-8')
+    config = kafka_client_config(['client.dns.lookup=use_all_dns_ips'], {
+        'KAFKA_SECURITY_PROTOCOL': 'SASL_SSL', 'KAFKA_SASL_MECHANISM': 'SCRAM-SHA-512',
+        'KAFKA_SASL_USERNAME': 'orchestrator', 'KAFKA_SASL_PASSWORD_FILE': str(secret)})
+    assert config['security.protocol'] == 'SASL_SSL'
+    assert config['client.dns.lookup'] == 'use_all_dns_ips'
+    assert config['config.providers.dir.class'].endswith('DirectoryConfigProvider')
+    assert config['sasl.jaas.config'] == (
+        'org.apache.kafka.common.security.scram.ScramLoginModule required '
+        f'username="orchestrator" password="${{dir:{tmp_path}:kafka-password}}";')
+    assert 's3cr3t' not in repr(config)
+
+
+@pytest.mark.parametrize('pairs, environ, message', [
+    (['sasl.jaas.config=x'], {}, 'secrets go in KAFKA_SASL_PASSWORD'),
+    (['ssl.key.password=x'], {}, 'secrets go in KAFKA_SASL_PASSWORD'),
+    (['novalue'], {}, 'takes KEY=VALUE'),
+    ([], {'KAFKA_SASL_MECHANISM': 'PLAIN'}, 'needs KAFKA_SASL_USERNAME'),
+])
+def test_kafka_client_config_refuses_secrets_on_the_command_line(pairs, environ, message):
+    with pytest.raises(ConfigurationError, match=message):
+        kafka_client_config(pairs, environ)

@@ -666,7 +666,10 @@ def _check_enrich_dead_letters(expected):
     return check
 
 
-def test_enrich_with_tsc_config_pipeline(server):
+def test_enrich_with_tsc_config_pipeline(server, tmp_path):
+    # The token file is read on the worker: the token itself never enters the job graph.
+    token_file = tmp_path / 'token'
+    token_file.write_text(TOKEN + '\n', encoding='utf-8')
     good = config('c1', 't1', timezone='Europe/Rome', parameters={'p': 1}, owner='dropped')
     server.script(path_of('c1', 't1'), json_reply(good))
     server.script(path_of('c2', 't2'), json_reply(config('c2', 't2', frequency='every 2 hours')))
@@ -693,7 +696,7 @@ def test_enrich_with_tsc_config_pipeline(server):
     result = (pipeline
               | beam.Create([batch, [], broken_batch])
               | EnrichWithTscConfig(server.url, attempts=2, backoff_seconds=0.01,
-                                    timeout_seconds=5, concurrency=4, token=TOKEN))
+                                    timeout_seconds=5, concurrency=4, token_file=str(token_file)))
     expected_config = {'customerId': 'c1', 'tscId': 't1', 'frequency': 'daily',
                        'timezone': 'Europe/Rome', 'parameters': {'p': 1}, 'enabled': True}
     assert_that(
