@@ -37,17 +37,8 @@ def _write_stats(path: str, stats: dict) -> None:
         json.dump(stats, handle)
 
 
-class _NoDelayHandler(sample_config_server._Handler):
-    # http.server writes the headers and the body in two sends; with Nagle on, the body
-    # waits for the client's delayed ACK of the headers: ~40 ms per keep-alive request on
-    # Linux loopback, on top of the injected latency. TCP_NODELAY removes that artefact.
-    disable_nagle_algorithm = True
-
-
 def serve_config(args) -> int:
     server = ConfigServer(('127.0.0.1', 0), load_catalogue(args.catalogue), args.latency_ms)
-    if not args.keep_nagle:
-        server.RequestHandlerClass = _NoDelayHandler
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     print(f'listening on 127.0.0.1:{server.server_address[1]}', flush=True)
@@ -89,8 +80,6 @@ def main(argv: list[str] | None = None) -> int:
     config.add_argument('--catalogue', required=True)
     config.add_argument('--latency_ms', type=float, default=0.0)
     config.add_argument('--stats_out', required=True)
-    config.add_argument('--keep_nagle', action='store_true',
-                        help='Serve like pipeline.sample_config_server does (Nagle on).')
     hs2 = sub.add_parser('hs2', help='the loopback HiveServer2 (Impala) server')
     hs2.add_argument('--database', required=True)
     hs2.add_argument('--latency_ms', type=float, default=0.0)

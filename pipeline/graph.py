@@ -41,9 +41,10 @@ class OrchestratorSettings:
     tsc_config_concurrency: int = 16
     tsc_config_token_file: str | None = None
     max_message_bytes: int = 1024 * 1024
-    batch_size: int = 500
+    batch_size: int = 2000
     num_shards: int = 8
     max_batch_delay_seconds: float | None = None
+    keyed_batches: bool = True
     impala_clusters: str | None = None
     impala_max_rows_per_statement: int = 1000
     impala_max_statement_bytes: int = 4 * 1024 * 1024
@@ -88,6 +89,9 @@ class OrchestratorSettings:
             batch_size=options.batch_size,
             num_shards=options.num_shards,
             max_batch_delay_seconds=options.max_batch_delay_seconds if streaming else None,
+            # Parallel streaming workers need a key's messages routed to one worker; the
+            # in-process runner handles bundles one at a time, in order.
+            keyed_batches=streaming,
             impala_clusters=options.impala_clusters,
             impala_max_rows_per_statement=options.impala_max_rows_per_statement,
             impala_max_statement_bytes=options.impala_max_statement_bytes,
@@ -119,7 +123,8 @@ def build_orchestrator(records: beam.PCollection,
     parsed = records | 'ParseMessages' >> ParseMessages(
         handlers.operations(), max_message_bytes=settings.max_message_bytes)
     batches = parsed['messages'] | 'BatchMessagesByTsc' >> BatchMessagesByTsc(
-        settings.batch_size, settings.num_shards, settings.max_batch_delay_seconds)
+        settings.batch_size, settings.num_shards, settings.max_batch_delay_seconds,
+        keyed=settings.keyed_batches)
     enriched = batches | 'EnrichWithTscConfig' >> EnrichWithTscConfig(
         settings.tsc_config_url,
         path_template=settings.tsc_config_path,

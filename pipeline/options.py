@@ -66,8 +66,8 @@ class OrchestratorOptions(PipelineOptions):
         # Stages.
         add('--max_message_bytes', type=int, default=1024 * 1024,
             help='Larger messages are dead letters at stage parse (default 1 MiB).')
-        add('--batch_size', type=int, default=500,
-            help='Messages per batch for the REST and warehouse stages (default 500).')
+        add('--batch_size', type=int, default=2000,
+            help='Messages per batch for the REST and warehouse stages (default 2000).')
         add('--max_batch_delay_seconds', type=float, default=0.5,
             help='Streaming: longest a message waits for its batch (default 0.5).')
         add('--num_shards', type=int, default=8,

@@ -58,6 +58,9 @@ class ConfigServer(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
+    # Headers and body go out in two writes; with Nagle on, each keep-alive reply then
+    # waits for the client's delayed ACK (about 40 ms).
+    disable_nagle_algorithm = True
     server: ConfigServer
 
     def do_GET(self):  # noqa: N802 - http.server's naming

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,6 +19,9 @@ from transforms.dead_letters import dead_letter, with_safety_net
 from transforms.records import KafkaRecord, Message
 
 _LOGGER = logging.getLogger(__name__)
+
+# yaml.safe_dump with libyaml's C emitter when PyYAML has it: the same output, 5x faster.
+_SAFE_DUMPER = getattr(yaml, 'CSafeDumper', yaml.SafeDumper)
 
 
 class CronFormatError(ValueError):
@@ -422,9 +426,13 @@ def frequency_to_cron(text: str) -> str:
             f'unsupported frequency {text!r}: expected a string, got {type(text).__name__}'
         )
     try:
-        return _frequency_to_cron(text)
+        return _cached_frequency_to_cron(text)
     except _Error as reason:
         raise CronFormatError(f'unsupported frequency {text!r}: {reason}') from None
+
+
+# A pure function over a small vocabulary: every message of a key repeats its frequency.
+_cached_frequency_to_cron = functools.lru_cache(maxsize=4096)(_frequency_to_cron)
 
 
 # --------------------------------------------------------------------------------------------
@@ -684,8 +692,9 @@ def create_job(
         manifest = generate_delete_manifest(
             customer_id=customer_id, tsc_id=tsc_id, namespace=namespace
         )
-    value = yaml.safe_dump(
-        manifest, sort_keys=False, default_flow_style=False, allow_unicode=True
+    value = yaml.dump(
+        manifest, Dumper=_SAFE_DUMPER, sort_keys=False, default_flow_style=False,
+        allow_unicode=True,
     ).encode('utf-8')
     key = f'{namespace}/{manifest["metadata"]["name"]}'.encode()
     headers = tuple(
