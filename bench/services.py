@@ -18,7 +18,6 @@ import signal
 import sys
 import threading
 
-from pipeline import sample_config_server
 from pipeline.sample_config_server import ConfigServer, load_catalogue
 from testing.hs2_server import HS2Server
 from transforms.impala_writer import ImpalaWriter
