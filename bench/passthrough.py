@@ -2,7 +2,7 @@
 
 python -m bench.passthrough --input messages.jsonl --output out.jsonl [Beam runner flags]
 
-ReadMessageFile (the same Create → read lines → Reshuffle source the orchestrator uses)
+ReadMessageFile (the same source the orchestrator uses)
 → each SourceRecord as a KafkaRecord → WriteRecordsJsonl (the orchestrator's sink): the
 ceiling of the runner itself on this machine.
 """

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
+import shutil
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,15 +79,39 @@ def record_from_json(line: str) -> KafkaRecord:
     return KafkaRecord(key=key, value=value, headers=headers)
 
 
+def concatenate_parts(parts: list[str], path: str) -> str:
+    """Joins the shard files ``parts`` into ``path`` (replacing it) and removes them."""
+    temporary = f'{path}.tmp-{uuid.uuid4().hex}'
+    with open(temporary, 'wb') as target:
+        for part in sorted(parts):
+            with open(part, 'rb') as source:
+                shutil.copyfileobj(source, target)
+    os.replace(temporary, path)
+    for part in parts:
+        os.remove(part)
+    directories = {os.path.dirname(part) for part in parts}
+    for directory in directories:
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+    return path
+
+
 class WriteRecordsJsonl(beam.PTransform):
-    """Writes ``KafkaRecord`` objects to exactly ``path``, one JSON object per line."""
+    """Writes ``KafkaRecord`` objects to exactly ``path``, one JSON object per line.
+
+    The lines go to runner-sharded part files first, then into ``path`` in one step:
+    asking Beam for a single shard instead would group every line in memory first.
+    """
 
     def __init__(self, path: str):
         super().__init__()
         self._path = path
 
     def expand(self, records):
+        path = self._path
+        parts = f'{path}.parts-{uuid.uuid4().hex[:8]}/part'
         return (records
                 | 'ToJson' >> beam.Map(record_to_json)
-                | 'WriteLines' >> beam.io.WriteToText(
-                    self._path, shard_name_template='', num_shards=1))
+                | 'WriteParts' >> beam.io.WriteToText(parts, file_name_suffix='.jsonl')
+                | 'AllParts' >> beam.combiners.ToList()
+                | 'Concatenate' >> beam.Map(concatenate_parts, path))
