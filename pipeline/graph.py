@@ -110,10 +110,15 @@ class OrchestratorSettings:
 
 
 class OrchestratorOutputs(NamedTuple):
-    """The core graph's outputs: Kafka-shaped job records and dead letters, archived rows."""
+    """The core graph's outputs: Kafka-shaped job records and dead letters, archived rows.
+
+    ``dead_letters`` holds each stage's dead-letter PCollection apart; sinks take the
+    tuple as it is (``WriteRecordsJsonl``) or flatten it (Kafka). The in-process runner
+    would materialize a Flatten whole, so the graph leaves that choice to the edge.
+    """
 
     jobs: beam.PCollection
-    dead_letters: beam.PCollection
+    dead_letters: tuple[beam.PCollection, ...]
     processed: beam.PCollection
 
 
@@ -143,10 +148,9 @@ def build_orchestrator(records: beam.PCollection,
         default_image=settings.job_image)
     archived = rendered['batches'] | 'ArchiveMessages' >> ArchiveMessages(
         settings.warehouse, writer_settings=settings.writer_settings)
-    dead_letters = (
-        parsed['dead_letters'], enriched['dead_letters'], upserted['dead_letters'],
-        rendered['dead_letters'], archived['dead_letters']
-    ) | 'CollectDeadLetters' >> beam.Flatten()
+    dead_letters = (parsed['dead_letters'],) + tuple(
+        stage[tag] for stage in (enriched, upserted, rendered, archived)
+        for tag in ('dead_letters', 'failed'))
     return OrchestratorOutputs(jobs=rendered['jobs'], dead_letters=dead_letters,
                                processed=archived['rows'])
 
@@ -258,8 +262,9 @@ def build_kafka_pipeline(pipeline: beam.Pipeline, settings: OrchestratorSettings
     outputs = build_orchestrator(records, settings)
     _ = outputs.jobs | 'PublishJobs' >> WriteKafkaRecords(
         client, kafka.job_orchestrator_topic, expansion_service=kafka.expansion_service)
-    _ = outputs.dead_letters | 'PublishDeadLetters' >> WriteKafkaRecords(
-        client, kafka.dead_letter_topic, expansion_service=kafka.expansion_service)
+    _ = (outputs.dead_letters | 'CollectDeadLetters' >> beam.Flatten()
+         | 'PublishDeadLetters' >> WriteKafkaRecords(
+        client, kafka.dead_letter_topic, expansion_service=kafka.expansion_service))
     return outputs
 
 

@@ -112,16 +112,18 @@ def with_safety_net(batches, label: str, stage: str, main: str, fn, *extra_tags:
     dead letters at ``stage``, and none of that batch's outputs are emitted.
 
     Returns:
-        The outputs by tag: ``main``, ``dead_letters`` and each of ``extra_tags``.
+        The outputs by tag: ``main``, ``dead_letters`` (the ones ``fn`` routed),
+        ``failed`` (the dead letters of unexpected failures) and each of ``extra_tags``.
+        The two dead-letter outputs stay apart: the in-process runner would hold every
+        element of a Flatten in memory.
     """
     import apache_beam as beam
 
     result = batches | label >> beam.ParDo(fn).with_exception_handling(
         main_tag=main, dead_letter_tag='failed', exc_class=Exception)
-    unexpected = result['failed'] | f'{label}FailuresToDeadLetters' >> beam.FlatMap(
+    failed = result['failed'] | f'{label}FailuresToDeadLetters' >> beam.FlatMap(
         unexpected_failure_dead_letters(stage))
-    outputs = {main: result[main], 'dead_letters': (
-        result['dead_letters'], unexpected) | f'{label}DeadLetters' >> beam.Flatten()}
+    outputs = {main: result[main], 'dead_letters': result['dead_letters'], 'failed': failed}
     for tag in extra_tags:
         outputs[tag] = result[tag]
     return outputs

@@ -99,8 +99,9 @@ def concatenate_parts(parts: list[str], path: str) -> str:
 class WriteRecordsJsonl(beam.PTransform):
     """Writes ``KafkaRecord`` objects to exactly ``path``, one JSON object per line.
 
-    The lines go to runner-sharded part files first, then into ``path`` in one step:
-    asking Beam for a single shard instead would group every line in memory first.
+    Takes one PCollection or a tuple of them. The lines go to runner-sharded part
+    files first, then into ``path`` in one step: asking Beam for a single shard, or
+    flattening the inputs, would hold every line in memory on the in-process runner.
     """
 
     def __init__(self, path: str):
@@ -108,10 +109,15 @@ class WriteRecordsJsonl(beam.PTransform):
         self._path = path
 
     def expand(self, records):
-        path = self._path
-        parts = f'{path}.parts-{uuid.uuid4().hex[:8]}/part'
-        return (records
-                | 'ToJson' >> beam.Map(record_to_json)
-                | 'WriteParts' >> beam.io.WriteToText(parts, file_name_suffix='.jsonl')
+        inputs = records if isinstance(records, (tuple, list)) else (records,)
+        parts = f'{self._path}.parts-{uuid.uuid4().hex[:8]}'
+        names = tuple(
+            pcoll
+            | f'ToJson{index}' >> beam.Map(record_to_json)
+            | f'WriteParts{index}' >> beam.io.WriteToText(
+                f'{parts}/input{index:02d}', file_name_suffix='.jsonl')
+            for index, pcoll in enumerate(inputs))
+        return (names
+                | 'PartNames' >> beam.Flatten()
                 | 'AllParts' >> beam.combiners.ToList()
-                | 'Concatenate' >> beam.Map(concatenate_parts, path))
+                | 'Concatenate' >> beam.Map(concatenate_parts, self._path))

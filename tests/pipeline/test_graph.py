@@ -77,9 +77,10 @@ def test_every_record_is_processed_or_dead_lettered_once(tmp_path, config_url):
     ]
     with TestPipeline(runner='FnApiRunner') as p:
         outputs = build_orchestrator(p | beam.Create(records), settings)
-        dead = outputs.dead_letters | 'DeadPositions' >> beam.Map(
-            lambda d: (int(d.header('dlq.source.partition')), int(d.header('dlq.source.offset')),
-                       d.header('dlq.stage').decode()))
+        dead = (outputs.dead_letters | 'AllDeadLetters' >> beam.Flatten()
+                | 'DeadPositions' >> beam.Map(lambda d: (
+                    int(d.header('dlq.source.partition')), int(d.header('dlq.source.offset')),
+                    d.header('dlq.stage').decode())))
         processed = outputs.processed | 'ProcessedPositions' >> beam.Map(
             lambda row: (row['source_partition'], row['source_offset']))
         jobs = outputs.jobs | 'JobKeys' >> beam.Map(

@@ -210,7 +210,8 @@ def test_safety_net_dead_letters_a_whole_batch_on_an_unexpected_error():
         outputs = with_safety_net(p | beam.Create([good, bad]), 'Stage', 'upsert', 'batches',
                                   _ExplodingFn())
         offsets = outputs['batches'] | beam.Map(lambda b: sorted(m.source.offset for m in b))
-        dead = outputs['dead_letters'] | 'Dead' >> beam.Map(
+        assert_that(outputs['dead_letters'], equal_to([]), label='RoutedDeadLetters')
+        dead = outputs['failed'] | 'Dead' >> beam.Map(
             lambda d: (int(d.header(HEADER_SOURCE_OFFSET)), d.header(HEADER_STAGE).decode(),
                        d.header(HEADER_ERROR_CLASS).decode(),
                        'bug in a stage' in d.header(HEADER_ERROR_MESSAGE).decode()))

@@ -714,9 +714,12 @@ def test_enrich_with_tsc_config_pipeline(server, tmp_path):
         1: ('enrich', 'TscConfigNotFoundError', 1, 'HTTP 404'),
         3: ('validate', 'InvalidTscConfigError', None, 'frequency is not usable'),
         5: ('enrich', 'TscConfigHttpError', 2, 'HTTP 503'),
+    }), label='dead_letters')
+    # The unexpected failure's whole batch, on the safety net's own output.
+    assert_that(result['failed'], _check_enrich_dead_letters({
         7: ('enrich', 'TypeError', None, 'unexpected error'),
         8: ('enrich', 'TypeError', None, 'unexpected error'),
-    }), label='dead_letters')
+    }), label='failed')
 
     outcome = pipeline.run()
     outcome.wait_until_finish()
