@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import shutil
@@ -12,6 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from transforms.records import KafkaRecord, SourceRecord
 
@@ -79,29 +81,58 @@ def record_from_json(line: str) -> KafkaRecord:
     return KafkaRecord(key=key, value=value, headers=headers)
 
 
-def concatenate_parts(parts: list[str], path: str) -> str:
-    """Joins the shard files ``parts`` into ``path`` (replacing it) and removes them."""
+def concatenate_parts(parts: list[str], path: str, directory: str | None = None) -> str:
+    """Joins the part files into ``path`` (replacing it), then removes them.
+
+    ``directory``, when given, is removed too, with any part a retried bundle left there.
+    """
     temporary = f'{path}.tmp-{uuid.uuid4().hex}'
     with open(temporary, 'wb') as target:
         for part in sorted(parts):
             with open(part, 'rb') as source:
                 shutil.copyfileobj(source, target)
     os.replace(temporary, path)
-    for part in parts:
-        os.remove(part)
-    directories = {os.path.dirname(part) for part in parts}
-    for directory in directories:
-        with contextlib.suppress(OSError):
-            os.rmdir(directory)
+    if directory is not None:
+        shutil.rmtree(directory, ignore_errors=True)
+    else:
+        for part in parts:
+            os.remove(part)
     return path
+
+
+class _WritePartFn(beam.DoFn):
+    """Appends each bundle's records to a part file of its own; emits the part's name."""
+
+    def __init__(self, directory: str):
+        self._directory = directory
+        self._handle = None
+        self._name = None
+
+    def start_bundle(self):
+        self._handle = None
+        self._name = None
+
+    def process(self, record: KafkaRecord):
+        if self._handle is None:
+            os.makedirs(self._directory, exist_ok=True)
+            self._name = os.path.join(self._directory, f'{uuid.uuid4().hex}.jsonl')
+            self._handle = open(self._name, 'w', encoding='utf-8')  # noqa: SIM115
+        self._handle.write(record_to_json(record) + '\n')
+
+    def finish_bundle(self):
+        if self._handle is not None:
+            self._handle.close()
+            # Only parts of bundles that committed are named downstream; a retried
+            # bundle's orphan is removed with the directory.
+            yield WindowedValue(self._name, MIN_TIMESTAMP, [GlobalWindow()])
 
 
 class WriteRecordsJsonl(beam.PTransform):
     """Writes ``KafkaRecord`` objects to exactly ``path``, one JSON object per line.
 
-    Takes one PCollection or a tuple of them. The lines go to runner-sharded part
-    files first, then into ``path`` in one step: asking Beam for a single shard, or
-    flattening the inputs, would hold every line in memory on the in-process runner.
+    Takes one PCollection or a tuple of them. Each bundle writes a part file, and the
+    parts are joined into ``path`` in one last step: a single Beam shard, or a Flatten
+    of the inputs, would hold every line in memory on the in-process runner.
     """
 
     def __init__(self, path: str):
@@ -111,13 +142,9 @@ class WriteRecordsJsonl(beam.PTransform):
     def expand(self, records):
         inputs = records if isinstance(records, (tuple, list)) else (records,)
         parts = f'{self._path}.parts-{uuid.uuid4().hex[:8]}'
-        names = tuple(
-            pcoll
-            | f'ToJson{index}' >> beam.Map(record_to_json)
-            | f'WriteParts{index}' >> beam.io.WriteToText(
-                f'{parts}/input{index:02d}', file_name_suffix='.jsonl')
-            for index, pcoll in enumerate(inputs))
+        names = tuple(pcoll | f'WriteParts{index}' >> beam.ParDo(_WritePartFn(parts))
+                      for index, pcoll in enumerate(inputs))
         return (names
                 | 'PartNames' >> beam.Flatten()
                 | 'AllParts' >> beam.combiners.ToList()
-                | 'Concatenate' >> beam.Map(concatenate_parts, self._path))
+                | 'Concatenate' >> beam.Map(concatenate_parts, self._path, parts))
