@@ -17,13 +17,14 @@ from pipeline.graph import (
 )
 from pipeline.options import OrchestratorOptions
 from transforms.dead_letters import STAGES
-from transforms.warehouse import describe_warehouse, open_warehouse
+from transforms.warehouse import WarehouseError, describe_warehouse, open_warehouse
 
 _LOGGER = logging.getLogger(__name__)
 
 # The in-process portable runner behind the DirectRunner: it needs no download, unlike
 # the DirectRunner's first choice (Prism), whose binary is fetched from the internet.
 LOCAL_RUNNER = 'FnApiRunner'
+DEFAULT_CHECKPOINTING_INTERVAL_MS = 10_000
 LOCAL_RUNNERS = ('FnApiRunner', 'DirectRunner', 'SwitchingDirectRunner', 'BundleBasedDirectRunner',
                  'PrismRunner')
 
@@ -63,12 +64,30 @@ def create_tables(warehouse: str, impala_clusters: str | None = None) -> None:
     _LOGGER.info('tables ready in %s', describe_warehouse(warehouse))
 
 
+def with_checkpointing(options: PipelineOptions,
+                       interval_ms: int = DEFAULT_CHECKPOINTING_INTERVAL_MS) -> PipelineOptions:
+    """Options with Flink checkpointing on, unless ``--checkpointing_interval`` was given.
+
+    Kafka offsets are committed when a checkpoint finalizes the bundles that read them,
+    so a streaming run without checkpoints would never commit. Beam's Python SDK does
+    not parse this Flink option; it passes it to the job server as it is.
+    """
+    current = options.get_all_options(retain_unknown_options=True)
+    if current.get('checkpointing_interval') is not None:
+        return options
+    given = {name: value for name, value in current.items() if value is not None}
+    return PipelineOptions.from_dictionary({**given, 'checkpointing_interval': interval_ms})
+
+
 def run(options: PipelineOptions) -> int:
     """Builds and runs the orchestrator for ``options``; returns the process exit code."""
     orchestrator = options.view_as(OrchestratorOptions)
     try:
         if orchestrator.create_tables:
-            create_tables(orchestrator.warehouse, orchestrator.impala_clusters)
+            try:
+                create_tables(orchestrator.warehouse, orchestrator.impala_clusters)
+            except (ValueError, WarehouseError) as e:
+                raise ConfigurationError(f'cannot create the tables: {e}') from e
             return 0
         standard = options.view_as(StandardOptions)
         if standard.runner is None:
@@ -86,6 +105,7 @@ def run(options: PipelineOptions) -> int:
                     '--kafka_max_read_time_seconds, or run on a streaming runner (Flink)')
             if not local:
                 standard.streaming = True
+                options = with_checkpointing(options)
             settings = OrchestratorSettings.from_options(orchestrator, streaming=not local)
             pipeline = beam.Pipeline(options=options)
             build_kafka_pipeline(pipeline, settings, kafka)
