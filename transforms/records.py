@@ -69,7 +69,6 @@ class Message:
     cron_schedule: str | None = None
     job: KafkaRecord | None = None
     superseded: bool = False
-    attempts: int | None = None
 
     @property
     def tsc_key(self) -> tuple[str, str]:
