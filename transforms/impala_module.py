@@ -155,11 +155,11 @@ def save_to_impala(
         The rows written, and the failed messages with their errors.
     """
     processed_at = processed_at or format_timestamp(utc_now())
-    failed = write_isolating(writer.upsert_processed_data, list(batch),
-                             lambda m: processed_row(m, processed_at))
-    failed_ids = {id(message) for message, _ in failed}
-    rows = [processed_row(m, processed_at) for m in batch if id(m) not in failed_ids]
-    return rows, failed
+    pairs = [(message, processed_row(message, processed_at)) for message in batch]
+    failed = write_isolating(writer.upsert_processed_data, pairs, lambda pair: pair[1])
+    failed_ids = {id(message) for (message, _), _ in failed}
+    rows = [row for message, row in pairs if id(message) not in failed_ids]
+    return rows, [(message, error) for (message, _), error in failed]
 
 
 class _WarehouseFn(beam.DoFn):

@@ -343,16 +343,17 @@ class _EnrichBatchFn(beam.DoFn):
         outcomes = {}
         for key, future in futures.items():
             try:
-                outcomes[key] = (future.result(), None)
+                config = future.result()
+                outcomes[key] = (config, frequency_to_cron(config['frequency']), None)
             except (TscConfigError, InvalidTscConfigError) as e:
-                outcomes[key] = (None, e)
+                outcomes[key] = (None, None, e)
         self._requests.inc(self._client.requests_sent - sent_before)
         enriched = []
         for message in batch:
             if message.operation not in self._config_operations:
                 enriched.append(message)
                 continue
-            config, error = outcomes[message.tsc_key]
+            config, cron_schedule, error = outcomes[message.tsc_key]
             if error is not None:
                 self._dead[error.stage].inc()
                 _LOGGER.info('dead letter at %s for %s:%s@%s: %s', error.stage,
@@ -363,7 +364,7 @@ class _EnrichBatchFn(beam.DoFn):
                     dead_letter(message.source, error.stage, error, attempts=error.attempts))
                 continue
             message.config = config
-            message.cron_schedule = frequency_to_cron(config['frequency'])
+            message.cron_schedule = cron_schedule
             enriched.append(message)
         self._enriched.inc(len(enriched))
         if enriched:
