@@ -66,15 +66,8 @@ POISON = [
 
 
 @pytest.fixture()
-def config_service():
-    server = ConfigServer(('127.0.0.1', 0), {(c['customerId'], c['tscId']): c for c in CATALOGUE})
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
+def config_service(serve_configs):
+    return serve_configs({(c['customerId'], c['tscId']): c for c in CATALOGUE})
 
 
 class Warehouse:

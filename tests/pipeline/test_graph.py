@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import threading
 
 import apache_beam as beam
 import pytest
@@ -17,7 +16,6 @@ from pipeline.graph import (
     build_orchestrator,
     kafka_client_config,
 )
-from pipeline.sample_config_server import ConfigServer
 from transforms.records import SourceRecord
 from transforms.warehouse import TABLES, sqlite_ddl
 
@@ -29,15 +27,8 @@ CATALOGUE = {
 
 
 @pytest.fixture()
-def config_url():
-    server = ConfigServer(('127.0.0.1', 0), CATALOGUE)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f'http://127.0.0.1:{server.server_address[1]}'
-    finally:
-        server.shutdown()
-        server.server_close()
+def config_url(serve_configs):
+    return serve_configs(CATALOGUE)
 
 
 def _record(offset, operation, customer, tsc, partition=0, **extra):
