@@ -24,6 +24,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 STACK_DIR="${TSC_STACK_DIR:-$REPO/.stack}"
 EDIR="$STACK_DIR/expansion"
@@ -36,12 +38,6 @@ EXPANSION_JAVA_OPTS="${EXPANSION_JAVA_OPTS:--Xmx1g}"
 START_TIMEOUT="${EXPANSION_START_TIMEOUT:-60}"
 
 log() { echo "expansion_service.sh: $*" >&2; }
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  if port_free "$1"; then echo "$1"; return; fi
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 choose_port() {
   mkdir -p "$EDIR"

@@ -11,6 +11,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 if [[ -z "${BEAM_VERSION:-}" ]]; then
   BEAM_VERSION="$("$REPO/.venv/bin/python" -c 'import apache_beam; print(apache_beam.__version__)' 2>/dev/null || echo 2.73.0)"
@@ -56,10 +58,4 @@ POM
 POM
 } > "$DEST/pom.xml"
 
-echo "fetch_beam_java: resolving Beam $BEAM_VERSION Kafka expansion service into $LIB" >&2
-mvn -B -q -Dstyle.color=never -f "$DEST/pom.xml" dependency:copy-dependencies \
-  -DoutputDirectory="$LIB.tmp" -DincludeScope=runtime >&2
-rm -rf "$LIB"
-mv "$LIB.tmp" "$LIB"
-date -u +%FT%TZ > "$STAMP"
-echo "$LIB"
+resolve_into_lib "Beam $BEAM_VERSION Kafka expansion service"

@@ -6,6 +6,9 @@
 # Env:   TSC_CACHE      cache root (default $HOME/.cache/tsc-orchestrator)
 #        KAFKA_VERSION  org.apache.kafka:kafka_2.13 version (default 4.1.2)
 set -euo pipefail
+# shellcheck source=common.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/common.sh"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
 KAFKA_VERSION="${KAFKA_VERSION:-4.1.2}"
 TSC_CACHE="${TSC_CACHE:-$HOME/.cache/tsc-orchestrator}"
@@ -40,10 +43,4 @@ cat > "$DEST/pom.xml" <<POM
 </project>
 POM
 
-echo "fetch_kafka: resolving kafka_2.13:$KAFKA_VERSION + deps into $LIB" >&2
-mvn -B -q -Dstyle.color=never -f "$DEST/pom.xml" dependency:copy-dependencies \
-  -DoutputDirectory="$LIB.tmp" -DincludeScope=runtime >&2
-rm -rf "$LIB"
-mv "$LIB.tmp" "$LIB"
-date -u +%FT%TZ > "$STAMP"
-echo "$LIB"
+resolve_into_lib "kafka_2.13:$KAFKA_VERSION + deps"

@@ -22,6 +22,8 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=common.sh
+. "$HERE/common.sh"
 REPO="$(cd "$HERE/../.." && pwd)"
 STACK_DIR="${TSC_STACK_DIR:-$REPO/.stack}"
 KDIR="$STACK_DIR/kafka"
@@ -38,12 +40,6 @@ DLQ_TOPIC="${DLQ_TOPIC:-$ORCHESTRATOR_TOPIC.dlq}"
 
 log() { echo "kafka.sh: $*" >&2; }
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {  # $1 preferred port
-  if port_free "$1"; then echo "$1"; return; fi
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-running() { [[ -f "$PIDFILE" ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 prop() { sed -n "s/^$1=//p" "$PROPS"; }
 bootstrap() { echo "127.0.0.1:$(prop tsc.broker.port)"; }
 classpath() { echo "$("$HERE/fetch_kafka.sh")/*"; }
