@@ -171,6 +171,9 @@ def _stale_guard(table: str, new: str) -> str:
             f'AND {table}.source_offset > {new}.source_offset)')
 
 
+_SQLITE_KEYS_PER_READ = 500
+
+
 class SqliteWriter(WarehouseWriter):
     """The embedded default: a SQLite file, safe with several workers at once.
 
@@ -232,13 +235,18 @@ class SqliteWriter(WarehouseWriter):
 
     def read_tsc_states(self, keys):
         states = {}
-        sql = ('SELECT customer_id, tsc_id, source_topic, source_partition, source_offset, config '
-               'FROM tsc_configurations WHERE customer_id = ? AND tsc_id = ?')
+        keys = list(keys)
         try:
-            for key in keys:
-                row = self._connection.execute(sql, key).fetchone()
-                if row is not None:
-                    states[key] = StoredState(row[2], row[3], row[4], row[5])
+            # One statement per chunk of keys, well under SQLite's bound-parameter limit.
+            for start in range(0, len(keys), _SQLITE_KEYS_PER_READ):
+                chunk = keys[start:start + _SQLITE_KEYS_PER_READ]
+                sql = ('SELECT customer_id, tsc_id, source_topic, source_partition, '
+                       'source_offset, config FROM tsc_configurations '
+                       'WHERE (customer_id, tsc_id) IN (VALUES '
+                       + ', '.join('(?, ?)' for _ in chunk) + ')')
+                parameters = [value for key in chunk for value in key]
+                for row in self._connection.execute(sql, parameters):
+                    states[(row[0], row[1])] = StoredState(row[2], row[3], row[4], row[5])
         except sqlite3.DatabaseError as e:
             raise TransientWarehouseError(f'SQLite read failed: {e}') from e
         return states
